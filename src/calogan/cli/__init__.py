@@ -1,0 +1,57 @@
+"""The ``calogan`` command line: thin subcommands that parse, call the library and write.
+
+Each subcommand lives in its own module of this package with a ``register(subparsers)``
+function; modules import torch and other heavy libraries inside their handlers only, so
+that ``calogan --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import warnings
+
+from calogan import __version__
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+# Subcommand modules of calogan.cli, in the order --help lists them.
+COMMANDS = ("info",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="calogan",
+        description="Fast calorimeter shower simulation with generative adversarial networks.",
+        epilog="Run 'calogan COMMAND --help' for a command's options. Set CALOGAN_DEBUG=1 for tracebacks.",
+    )
+    parser.add_argument("--version", action="version", version=f"calogan {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        importlib.import_module(f"calogan.cli.{name}").register(sub)
+    return parser
+
+
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    return f"calogan: warning: {message}\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``calogan`` console script; returns the exit status."""
+    from calogan.errors import CaloganError
+
+    args = build_parser().parse_args(argv)
+    warnings.formatwarning = _warning_line
+    try:
+        return int(args.func(args) or 0)
+    except (CaloganError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError) as err:
+        if os.environ.get("CALOGAN_DEBUG"):
+            raise
+        print(f"calogan {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"calogan {args.command}: interrupted", file=sys.stderr)
+        return 130

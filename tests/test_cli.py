@@ -1,0 +1,52 @@
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from calogan.cli import main
+from calogan.io import write_showers
+from conftest import geant4_file, toy_showers
+
+
+def test_help_is_fast_and_does_not_import_torch():
+    code = "import sys, time; t = time.time(); from calogan.cli import build_parser; build_parser(); print(time.time() - t, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[1] == "False"
+    t0 = time.time()
+    result = subprocess.run([sys.executable, "-m", "calogan", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "info" in result.stdout
+    assert time.time() - t0 < 5  # the interpreter start included; the parser itself is timed above
+    assert float(out[0]) < 1.0
+
+
+def test_info_prints_a_summary(tmp_path, toy_geometry, capsys):
+    data = toy_showers(toy_geometry, n=20)
+    path = write_showers(tmp_path / "toy.h5", data)
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "showers     20" in out and "particle    e+" in out and "geometry    toy (2 layers, 17 cells)" in out
+    assert main(["info", str(path), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose(s["layers"][0]["mean_energy_mev"], data.cells[:, :8].sum(1).mean(), rtol=1e-5)
+    assert s["n_showers"] == 20
+
+
+def test_info_errors_are_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.h5"
+    bad.write_text("not hdf5")
+    assert main(["info", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"calogan info: error: {bad}: not an HDF5 file"
+
+
+def test_info_on_geant4_file(capsys):
+    path = geant4_file("g4_eplus_active.h5")
+    assert main(["info", str(path), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["n_showers"] == 3850 and s["particle"] == "e+" and s["geometry"] == "calogan"
+    assert 0.18 < s["mean_response"] < 0.20
+    assert s["attributes"]["convention"] == "active"
+    fractions = np.array([layer["mean_energy_mev"] for layer in s["layers"]]) / s["mean_total_energy_mev"]
+    assert fractions[1] > 0.6  # the thick middle layer takes most of an e+ shower
