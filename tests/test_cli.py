@@ -50,3 +50,26 @@ def test_info_on_geant4_file(capsys):
     assert s["attributes"]["convention"] == "active"
     fractions = np.array([layer["mean_energy_mev"] for layer in s["layers"]]) / s["mean_total_energy_mev"]
     assert fractions[1] > 0.6  # the thick middle layer takes most of an e+ shower
+
+
+def test_split_and_select_commands(tmp_path, toy_geometry, capsys):
+    from calogan.io import read_showers
+
+    data = toy_showers(toy_geometry, n=30)
+    src = write_showers(tmp_path / "all.h5", data)
+    train, test = tmp_path / "train.h5", tmp_path / "test.h5"
+    assert main(["split", str(src), "--fractions", "0.8,0.2", "-o", str(train), str(test)]) == 0
+    assert capsys.readouterr().out.split() == [f"{train}:", "24", "showers", f"{test}:", "6", "showers"]
+    assert main(["split", str(src), "-o", str(train), str(test)]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert main(["split", str(src), "--fractions", "0.8", "-o", str(train), str(test), "--force"]) == 2
+    assert "--fractions gives 1 fractions but -o names 2 outputs" in capsys.readouterr().err
+    band = tmp_path / "band.h5"
+    assert main(["select", str(src), "--energy", "4:6", "-o", str(band)]) == 0
+    e = read_showers(band).e_inc
+    assert len(e) == int(((data.e_inc >= 4) & (data.e_inc <= 6)).sum()) and e.min() >= 4 and e.max() <= 6
+    out = tmp_path / "out.h5"
+    assert main(["select", str(src), "--energy", "4:6", "--outside", "-o", str(out)]) == 0
+    assert len(read_showers(out)) == 30 - len(e)
+    assert main(["select", str(src), "--energy", "6:4", "-o", str(tmp_path / "x.h5")]) == 2
+    assert "--energy needs 0 <= LO < HI" in capsys.readouterr().err

@@ -213,3 +213,19 @@ def test_reads_the_shared_geant4_files(name):
         assert set(info.conditions) == {"x0", "y0", "theta", "phi"}
         assert np.abs(first.conditions["x0"]).max() <= 50.0
     assert read_extra(path, "g4_cpu_seconds", 0, 10).shape == (10, 1)
+
+
+def test_split_file_is_disjoint_complete_and_reproducible(tmp_path, toy_geometry):
+    from calogan.io import split_file
+
+    data = toy_showers(toy_geometry, n=40, x0=np.arange(40.0))
+    src = write_showers(tmp_path / "all.h5", data)
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    assert split_file(src, [a, b], [0.75, 0.25], seed=3) == [30, 10]
+    ids = np.concatenate([read_showers(a).conditions["x0"], read_showers(b).conditions["x0"]])
+    assert sorted(ids.tolist()) == list(range(40))  # disjoint and complete
+    assert np.all(np.diff(read_showers(a).conditions["x0"]) > 0)  # order kept within a part
+    c, d = tmp_path / "c.h5", tmp_path / "d.h5"
+    split_file(src, [c, d], [0.75, 0.25], seed=3)
+    np.testing.assert_array_equal(read_showers(c).cells, read_showers(a).cells)
+    assert inspect(a).particle == "e+"

@@ -22,10 +22,13 @@ __all__ = [
     "NegativeCellsWarning",
     "ShowerFileError",
     "ShowerWriter",
+    "copy_subsets",
     "inspect",
     "iter_showers",
+    "read_e_inc",
     "read_extra",
     "read_showers",
+    "split_file",
     "write_showers",
 ]
 
@@ -326,6 +329,14 @@ def read_showers(path: str | Path, **kwargs) -> ShowerData:
     return data
 
 
+def read_e_inc(path: str | Path, geometry: str | Geometry | None = None) -> np.ndarray:
+    """(N,) incident energies in GeV of every shower, without reading any cells."""
+    path = Path(path)
+    with _open(path) as f:
+        fmt, _, n = _structure(f, path, geometry)
+        return _read_energy(f, path, fmt, 0, n)
+
+
 def read_extra(path: str | Path, key: str, start: int = 0, stop: int | None = None) -> np.ndarray:
     """A per-shower key beyond cells and conditions (e.g. ``g4_cpu_seconds``), shape (N, ...)."""
     with _open(path) as f:
@@ -472,3 +483,69 @@ def write_showers(path: str | Path, data: ShowerData, **kwargs) -> Path:
         for chunk in data.batches(DEFAULT_CHUNK):
             w.write(chunk)
     return Path(path)
+
+
+def _file_attrs(path: str | Path) -> dict:
+    with _open(path) as f:
+        return {k: v for k, v in f.attrs.items() if k not in ("geometry", "calogan_version")}
+
+
+def copy_subsets(
+    path: str | Path, outputs: list[str | Path], assign: np.ndarray, *, force: bool = False, chunk_size: int = DEFAULT_CHUNK
+) -> list[int]:
+    """Stream a file into several outputs: shower i goes to ``outputs[assign[i]]`` (-1: none).
+
+    Showers keep their order within each output; attributes (particle, convention, ...) are
+    copied; every output is written atomically. Returns the number written to each output.
+    """
+    info = inspect(path)
+    assign = np.asarray(assign)
+    if assign.shape != (info.n,):
+        raise ValueError(f"assign must have one entry per shower ({info.n}), got {assign.shape}")
+    counts = [int((assign == k).sum()) for k in range(len(outputs))]
+    for out, count in zip(outputs, counts):
+        if count == 0:
+            raise ShowerFileError(f"{out}: would receive no showers")
+    attrs = _file_attrs(path)
+    per_shower_particle = info.particle is not None and "," in info.particle
+    writers = [
+        ShowerWriter(out, info.geometry, conditions=info.conditions, per_shower_particle=per_shower_particle, attrs=attrs, force=force)
+        for out in outputs
+    ]
+    opened = []
+    try:
+        for w in writers:
+            opened.append(w.__enter__())
+        start = 0
+        for chunk in iter_showers(path, chunk_size, geometry=info.geometry):
+            part = assign[start : start + len(chunk)]
+            for k, w in enumerate(opened):
+                sel = part == k
+                if sel.any():
+                    w.write(chunk.select(sel))
+            start += len(chunk)
+    except BaseException as err:
+        for w in opened:
+            w.__exit__(type(err), err, None)
+        raise
+    for w in opened:
+        w.__exit__(None, None, None)
+    return counts
+
+
+def split_file(path: str | Path, outputs: list[str | Path], fractions: list[float], *, seed: int = 0, force: bool = False) -> list[int]:
+    """Split a file into disjoint random subsets with the given fractions of its showers.
+
+    The same file, fractions and seed always give the same subsets.
+    """
+    if len(outputs) != len(fractions):
+        raise ValueError(f"{len(outputs)} outputs for {len(fractions)} fractions")
+    if any(f <= 0 for f in fractions) or sum(fractions) > 1 + 1e-9:
+        raise ValueError(f"fractions must be positive and sum to at most 1, got {fractions}")
+    n = inspect(path).n
+    order = np.random.default_rng(seed).permutation(n)
+    bounds = np.round(np.cumsum([0.0, *fractions]) * n).astype(int)
+    assign = np.full(n, -1)
+    for k in range(len(fractions)):
+        assign[order[bounds[k] : bounds[k + 1]]] = k
+    return copy_subsets(path, outputs, assign, force=force)

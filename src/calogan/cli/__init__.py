@@ -18,7 +18,7 @@ from calogan import __version__
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 # Subcommand modules of calogan.cli, in the order --help lists them.
-COMMANDS = ("info",)
+COMMANDS = ("info", "subsets")
 
 
 def build_parser() -> argparse.ArgumentParser:
