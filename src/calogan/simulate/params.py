@@ -1,0 +1,363 @@
+"""Parameters of the parametrized simulator: frozen dataclasses, JSON load/save, shipped defaults."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from calogan.data import particle_code, particle_name
+from calogan.errors import ConfigError
+
+__all__ = [
+    "PARAMS_FORMAT",
+    "SUPPORTED_PARTICLES",
+    "Deposit",
+    "EMParams",
+    "HadronicParams",
+    "Longitudinal",
+    "Radial",
+    "Sampling",
+    "SimParams",
+    "default_params",
+    "load_params",
+    "save_params",
+]
+
+PARAMS_FORMAT = "calogan-simulate-params"
+PARAMS_VERSION = 1
+
+# Particles the simulator knows and the shipped parameter file each one uses. Electrons and
+# negative pions use the parameters fitted on their antiparticles: the showers differ by
+# less than the model's accuracy (charge-symmetric approximation).
+SUPPORTED_PARTICLES = {"e+": "eplus", "e-": "eplus", "gamma": "gamma", "pi+": "piplus", "pi-": "piplus"}
+EM_PARTICLES = ("e+", "e-", "gamma")
+
+
+def _require(obj, **conditions: bool) -> None:
+    """Raise ConfigError naming the first field whose condition is False."""
+    for name, ok in conditions.items():
+        if not ok:
+            raise ConfigError(f"{type(obj).__name__}.{name} = {getattr(obj, name)!r} is out of range")
+
+
+@dataclass(frozen=True)
+class Longitudinal:
+    """Longitudinal Gamma profile dE/dt ~ t^(alpha-1) exp(-beta t), t in radiation lengths.
+
+    GFlash (hep-ex/0001020, eqs. 13-16, sampling calorimeters) gives, with y = E/E_c:
+    exp<ln T> = ln y - 0.812 - 0.59 F_s and exp<ln alpha> = 0.81 + (0.458 + 2.26/Z) ln y
+    - 0.444 F_s, sigma(ln T) = 1/(-2.5 + 1.25 ln y), sigma(ln alpha) = 1/(-0.82 + 0.79 ln y),
+    corr(ln T, ln alpha) = 0.784 - 0.023 ln y. The fitted corrections add
+    ``t_offset + t_slope ln y`` to exp<ln T>, ``a_offset + a_slope ln y`` to exp<ln alpha> and
+    scale both sigmas by ``sigma_scale``. ``conversion_x0`` is the mean depth (X0) at which the
+    shower starts: 9/7 for photons (pair-production mean free path), 0 for e+-. An incident
+    e+- also ionises as a minimum-ionising track over its first ``track_x0`` X0, energy taken
+    from the shower: the Gamma profile vanishes at t = 0, where a real shower already deposits
+    the primary's ionisation (what a presampler or the first strips see).
+    """
+
+    t_offset: float = 0.0
+    t_slope: float = 0.0
+    a_offset: float = 0.0
+    a_slope: float = 0.0
+    sigma_scale: float = 1.0
+    conversion_x0: float = 0.0
+    track_x0: float = 0.0
+
+    def __post_init__(self) -> None:
+        _require(self, sigma_scale=self.sigma_scale >= 0, conversion_x0=self.conversion_x0 >= 0, track_x0=self.track_x0 >= 0)
+
+
+@dataclass(frozen=True)
+class Radial:
+    """Core + tail radial profile f(r) = p 2r Rc^2/(r^2+Rc^2)^2 + (1-p) 2r Rt^2/(r^2+Rt^2)^2.
+
+    r in Moliere radii, Rc, Rt and p functions of the shower age tau = t/T and E (GFlash
+    eqs. 29-31, homogeneous media, Z the effective charge); the fit scales Rc, Rt and p.
+    Radii beyond ``r_max`` are not drawn.
+    """
+
+    core_scale: float = 1.0
+    tail_scale: float = 1.0
+    tail_early: float = 1.0  # scales the early-age term exp(-2.59 (tau - 0.645)) of Rt
+    p_scale: float = 1.0
+    r_max: float = 5.0  # Moliere radii: the profile's r^-3 tail is cut here (see em_spots)
+
+    def __post_init__(self) -> None:
+        _require(
+            self,
+            core_scale=self.core_scale > 0,
+            tail_scale=self.tail_scale > 0,
+            tail_early=self.tail_early >= 0,
+            p_scale=self.p_scale >= 0,
+            r_max=self.r_max > 0,
+        )
+
+
+@dataclass(frozen=True)
+class Deposit:
+    """How a shower's energy becomes spots, and what the calorimeter loses.
+
+    Each shower deposits E_inc (1 - loss) in spots; loss >= 0 is Gamma distributed with mean
+    ``loss_mean + loss_mean_stochastic/sqrt(E)`` and spread sqrt(s^2/E + c^2) with
+    s = ``loss_sigma_stochastic``, c = ``loss_sigma_constant`` (E in GeV): backscatter,
+    nuclear losses and what the longitudinal profile does not carry. The number of spots is
+    ``spots_per_gev * E^spots_exponent`` clipped to [``min_spots``, ``max_spots``]; spot
+    energies share the shower's energy with exponential weights so that cell energies are
+    continuous rather than multiples of a spot energy.
+    """
+
+    loss_mean: float = 0.007
+    loss_mean_stochastic: float = 0.0
+    loss_sigma_stochastic: float = 0.003
+    loss_sigma_constant: float = 0.0015
+    spots_per_gev: float = 150.0
+    spots_exponent: float = 0.5
+    min_spots: int = 60
+    max_spots: int = 2000
+
+    def __post_init__(self) -> None:
+        _require(
+            self,
+            loss_mean=0 <= self.loss_mean < 1,
+            loss_sigma_stochastic=self.loss_sigma_stochastic >= 0,
+            loss_sigma_constant=self.loss_sigma_constant >= 0,
+            spots_per_gev=self.spots_per_gev > 0,
+            min_spots=self.min_spots >= 1,
+            max_spots=self.max_spots >= self.min_spots,
+        )
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Active (liquid-argon) share of the deposits: the ``active`` convention.
+
+    A shower puts ``ehat`` f_mip of its energy in the active material (e/mip times the MIP
+    sampling fraction of the layer stack): Geant4 shows this share constant in energy and
+    uncorrelated with the shower's profile. Among its spots the share is distributed as
+    1 + ``ehat_boost`` exp(-tau/``ehat_tau``) (tau = t/T, early deposits are MIP-like),
+    times ``ehat_tail`` for spots of the radial tail (soft photons, whose energy the high-Z
+    absorber takes more than its share of). Sampling fluctuations sigma/E = a/sqrt(E/GeV)
+    with a = ``stochastic`` sqrt(MIP energy per sampling period / MeV) (Fabjan's rule) are
+    drawn per spot as a Gamma factor of relative variance a^2/e.
+    """
+
+    ehat: float = 0.77
+    ehat_boost: float = 0.3
+    ehat_tau: float = 1.0
+    ehat_tail: float = 1.0
+    stochastic: float = 0.04
+
+    def __post_init__(self) -> None:
+        _require(
+            self,
+            ehat=self.ehat > 0,
+            ehat_boost=self.ehat_boost >= 0,
+            ehat_tau=self.ehat_tau > 0,
+            ehat_tail=self.ehat_tail > 0,
+            stochastic=self.stochastic >= 0,
+        )
+
+
+@dataclass(frozen=True)
+class EMParams:
+    """Every parameter of an electromagnetic shower."""
+
+    longitudinal: Longitudinal = field(default_factory=Longitudinal)
+    radial: Radial = field(default_factory=Radial)
+    deposit: Deposit = field(default_factory=Deposit)
+    sampling: Sampling = field(default_factory=Sampling)
+
+
+@dataclass(frozen=True)
+class HadronicParams:
+    """Parameters of the approximate charged-pion model (see ``calogan.simulate.hadronic``).
+
+    Lengths of the hadronic part are in effective nuclear interaction lengths lambda_I of
+    the layer stack. The EM fraction has mean 1 - (E/em_e0)^(em_k - 1) (Wigmans) and a Beta
+    spread ``em_sigma``; the hadronic part deposits a fraction ``visible`` (spread
+    ``visible_sigma``) of its energy, the rest being invisible (binding energy, neutrinos,
+    slow neutrons).
+    """
+
+    lambda_scale: float = 1.15  # pion inelastic length / lambda_I
+    mip_scale: float = 1.17  # mean MIP loss / minimum ionisation (relativistic rise, deltas)
+    mip_landau: float = 0.08  # Moyal width of a layer's MIP loss, relative to its mean
+    mip_ehat: float = 0.93  # active share of a MIP loss / f_mip
+    em_e0: float = 1.3  # GeV
+    em_k: float = 0.82
+    em_sigma: float = 0.15
+    em_energy_scale: float = 0.3  # the EM part develops like an EM shower of this share of its energy
+    visible: float = 0.6
+    visible_sigma: float = 0.15
+    alpha: float = 1.6  # hadronic Gamma profile in lambda_I
+    t_max: float = 0.6  # depth of its maximum at 10 GeV, lambda_I
+    t_max_slope: float = 0.1  # growth of that depth per unit of ln(E / 10 GeV), lambda_I
+    r_core: float = 0.06  # lambda_I
+    r_tail: float = 0.3  # lambda_I
+    p_core: float = 0.6
+    ehat: float = 0.85  # active share of hadronic deposits / f_mip
+    stochastic: float = 0.1  # sampling term of the hadronic part, as Sampling.stochastic
+
+    def __post_init__(self) -> None:
+        _require(
+            self,
+            lambda_scale=self.lambda_scale > 0,
+            mip_scale=self.mip_scale > 0,
+            mip_landau=self.mip_landau >= 0,
+            em_e0=self.em_e0 > 0,
+            em_k=0 < self.em_k <= 1,
+            em_sigma=self.em_sigma >= 0,
+            em_energy_scale=self.em_energy_scale > 0,
+            visible=0 <= self.visible <= 1,
+            visible_sigma=self.visible_sigma >= 0,
+            alpha=self.alpha > 1,
+            t_max=self.t_max > 0,
+            r_core=self.r_core > 0,
+            r_tail=self.r_tail > 0,
+            p_core=0 <= self.p_core <= 1,
+            mip_ehat=self.mip_ehat > 0,
+            ehat=self.ehat > 0,
+            stochastic=self.stochastic >= 0,
+        )
+
+
+@dataclass(frozen=True)
+class SimParams:
+    """All parameters for one particle, with where they came from.
+
+    ``provenance`` records the command, reference files and calogan version that produced
+    the values; ``validation`` the calibration table summary at that time.
+    """
+
+    particle: str
+    em: EMParams = field(default_factory=EMParams)
+    hadronic: HadronicParams | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        name = particle_name(_code(self.particle))
+        if name not in SUPPORTED_PARTICLES:
+            raise ConfigError(f"the simulator does not model particle {self.particle!r}; supported: {', '.join(SUPPORTED_PARTICLES)}")
+        object.__setattr__(self, "particle", name)
+        if name not in EM_PARTICLES and self.hadronic is None:
+            raise ConfigError(f"parameters for {name} need a 'hadronic' section")
+
+    @property
+    def is_hadron(self) -> bool:
+        return self.particle not in EM_PARTICLES
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": PARAMS_FORMAT,
+            "version": PARAMS_VERSION,
+            "particle": self.particle,
+            "em": asdict(self.em),
+            "hadronic": None if self.hadronic is None else asdict(self.hadronic),
+            "provenance": self.provenance,
+            "validation": self.validation,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "parameters") -> SimParams:
+        if not isinstance(d, dict) or d.get("format") != PARAMS_FORMAT:
+            raise ConfigError(f"{source}: not a calogan simulator parameter file (expected format {PARAMS_FORMAT!r})")
+        if d.get("version") != PARAMS_VERSION:
+            raise ConfigError(f"{source}: parameter file version {d.get('version')!r}, this calogan reads version {PARAMS_VERSION}")
+        em = d.get("em")
+        if not isinstance(em, dict):
+            raise ConfigError(f"{source}: key 'em' must be an object")
+        unknown = sorted(set(em) - set(_EM_SECTIONS))
+        if unknown:
+            raise ConfigError(f"{source}: em: unknown key(s) {', '.join(unknown)}; known: {', '.join(_EM_SECTIONS)}")
+        sections = {name: _section(cls, em.get(name), f"{source}: em.{name}") for name, cls in _EM_SECTIONS.items()}
+        hadronic = d.get("hadronic")
+        had = None if hadronic is None else _section(HadronicParams, hadronic, f"{source}: hadronic")
+        return cls(
+            particle=str(d.get("particle")),
+            em=EMParams(**sections),
+            hadronic=had,
+            provenance=dict(d.get("provenance") or {}),
+            validation=dict(d.get("validation") or {}),
+        )
+
+    def with_provenance(self, **provenance) -> SimParams:
+        return replace(self, provenance=provenance)
+
+
+_EM_SECTIONS = {"longitudinal": Longitudinal, "radial": Radial, "deposit": Deposit, "sampling": Sampling}
+
+
+def _code(particle: str) -> int:
+    try:
+        return particle_code(particle)
+    except ValueError as err:
+        raise ConfigError(f"{err}; the simulator supports {', '.join(SUPPORTED_PARTICLES)}") from None
+
+
+def _section(cls, values, where: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: must be an object")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    missing = sorted(set(known) - set(values))
+    if missing:
+        raise ConfigError(f"{where}: missing key(s) {', '.join(missing)}")
+    out = {}
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{where}.{name}: must be a finite number, got {value!r}")
+        out[name] = int(value) if known[name].type in (int, "int") else float(value)
+    return cls(**out)
+
+
+def load_params(path: str | Path) -> SimParams:
+    """Parameters from a JSON file written by ``save_params`` or ``calogan calibrate``."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read parameter file ({err.strerror or err})") from None
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: not valid JSON ({err})") from None
+    return SimParams.from_dict(d, str(path))
+
+
+def save_params(params: SimParams, path: str | Path, *, force: bool = False) -> Path:
+    """Write parameters as JSON, atomically (temporary file, then rename)."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise ConfigError(f"{path}: exists; pass --force to overwrite it")
+    if not path.parent.is_dir():
+        raise ConfigError(f"{path}: directory {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise ConfigError(f"{path}: directory {path.parent} is not writable")
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(json.dumps(params.to_dict(), indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def default_params(particle: str) -> SimParams:
+    """The parameters shipped with calogan for ``particle`` (fitted on the Geant4 samples)."""
+    name = particle_name(_code(particle))
+    if name not in SUPPORTED_PARTICLES:
+        raise ConfigError(f"the simulator does not model particle {particle!r}; supported: {', '.join(SUPPORTED_PARTICLES)}")
+    stem = SUPPORTED_PARTICLES[name]
+    res = resources.files("calogan.simulate").joinpath("params", f"{stem}.json")
+    params = SimParams.from_dict(json.loads(res.read_text()), f"calogan/simulate/params/{stem}.json")
+    return replace(params, particle=name) if params.particle != name else params

@@ -1,0 +1,370 @@
+import json
+import math
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from calogan.cli import main
+from calogan.errors import ConfigError
+from calogan.geometry import Geometry, GeometryError, Layer, preset
+from calogan.io import inspect, read_showers
+from calogan.simulate import BLOCK, Distribution, default_params, iter_simulate, load_params, media, save_params, simulate
+from calogan.simulate.deposit import CellMap, Spots, Tracks, deposit
+from calogan.simulate.materials import layer_composition
+from calogan.simulate.params import SimParams
+
+
+def test_layer_media_follow_the_materials():
+    g = preset("calogan")
+    assert [layer_composition(layer) for layer in g.layers] == [(30.0, 60.0), (116.0, 231.0), (15.0, 28.0)]
+    m = media(g)
+    # one 2 mm Pb + 4 mm LAr period: X0 = 6 / (2/5.612 + 4/140), R_M = 6 / (2/16.02 + 4/90.43)
+    np.testing.assert_allclose(m.x0[0], 6 / (2 / 5.612 + 4 / 140.0))
+    np.testing.assert_allclose(m.moliere_radius[0], 6 / (2 / 16.02 + 4 / 90.43))
+    np.testing.assert_allclose(m.critical_energy[0], (2 / 5.612 * 7.43 + 4 / 140 * 32.84) / (2 / 5.612 + 4 / 140))
+    # MIP sampling fraction: LAr loss over the period's loss (dE/dx_min x density)
+    lar, pb = 1.519 * 1.396 * 0.4, 1.122 * 11.35 * 0.2
+    np.testing.assert_allclose(m.sf_mip[0], lar / (lar + pb))
+    np.testing.assert_allclose(m.x0_boundaries[-1], (90 + 347 + 43) / m.x0[0], rtol=0.01)  # ~30.8 X0 deep
+    assert media(preset("atlas-barrel")).sf_mip[0] == 1.0  # the presampler is all active
+
+
+def test_cell_lookup_table_matches_the_direct_index():
+    rng = np.random.default_rng(0)
+    for name in ("calogan", "voxel-25"):
+        g = preset(name)
+        fast, direct = CellMap.build(g), CellMap(g)
+        assert fast.lut is not None
+        x, y = rng.uniform(-300, 300, (2, 20_000))
+        slab = rng.integers(0, g.n_layers + 2, 20_000)  # in front, every layer, behind
+        np.testing.assert_array_equal(fast.index(x, y, slab), direct.index(x, y, slab))
+    assert CellMap.build(preset("atlas-barrel")).lut is None  # cell edges on no common grid
+    # cell edges: layer-0 strips are 5 mm along y from -240 mm; x = 0 opens row 6 of layer 1
+    m = CellMap.build(preset("calogan"))
+    np.testing.assert_array_equal(
+        m.index(np.array([0.0, -0.01, 0.0, 0.0]), np.array([-240.0, 0.0, 240.0, 1.0]), np.array([1, 2, 1, 3])),
+        [96, 288 + 5 * 12 + 6, 504, 432 + 6 * 6 + 3],
+    )
+
+
+def _one_cell(absorber):
+    return Geometry(
+        "cell", (Layer("only", (1, 1), (1000.0, 1000.0), 100.0, absorber=absorber, absorber_thickness=2.0 if absorber else 0.0),)
+    )
+
+
+def test_deposit_sums_spots_and_drops_what_leaves():
+    g = _one_cell("Pb")
+    spots = Spots(
+        np.array([0, 0, 1, 1]),
+        np.array([10.0, 99.0, 50.0, 100.5]),
+        np.zeros(4),
+        np.array([0.0, 0.0, 0.0, 0.0]),
+        np.array([1.0, 2.0, 4.0, 8.0]),
+        1.0,
+        0.0,
+    )
+    tracks = Tracks.make(2)
+    cells = deposit(spots, tracks, np.ones(2), CellMap.build(g), media(g), "total", np.random.default_rng(0))
+    np.testing.assert_array_equal(cells, [[3.0], [4.0]])  # the spot behind the 100 mm layer leaves
+
+
+def test_active_sampling_fluctuations_have_the_spot_model_moments():
+    """The active share of a cell: mean f_mip sum(e ehat), variance 1000 a^2 f_mip^2 sum(e ehat^2)
+    with a^2 = stochastic^2 x MIP MeV per period, whether drawn per spot or per cell."""
+    n = 40_000
+    g = _one_cell("Pb")
+    m = media(g)
+    tracks = Tracks.make(n)
+    shower = np.repeat(np.arange(n), 2)
+    energy = np.tile([100.0, 300.0], n)
+    ehat = np.tile([1.0, 0.5], n)
+    spots = Spots(shower, np.full(2 * n, 50.0), np.zeros(2 * n), np.zeros(2 * n), energy, ehat, 0.1)
+    cells = deposit(spots, tracks, np.ones(n), CellMap.build(g), m, "active", np.random.default_rng(1))[:, 0].astype(float)
+    sf, a2 = m.sf_mip[0], 0.1**2 * m.mip_per_period[0]
+    mean, var = sf * (100 + 300 * 0.5), 1000 * a2 * sf**2 * (100 + 300 * 0.25)
+    assert cells.mean() == pytest.approx(mean, rel=3 * np.sqrt(var / n) / mean)
+    assert cells.var() == pytest.approx(var, rel=0.03)  # ~5 standard errors of a variance of 40000
+    # an all-active layer sees every deposit exactly
+    h = _one_cell(None)
+    exact = deposit(spots, tracks, np.ones(n), CellMap.build(h), media(h), "active", np.random.default_rng(1))
+    np.testing.assert_array_equal(exact[:, 0], 400.0)
+
+
+def test_same_seed_same_showers_other_seed_other_showers():
+    e = np.linspace(1, 100, 300)
+    a = simulate("calogan", "e+", e, seed=5)
+    b = simulate("calogan", "e+", e, seed=5)
+    c = simulate("calogan", "e+", e, seed=6)
+    np.testing.assert_array_equal(a.cells, b.cells)
+    assert not np.array_equal(a.cells, c.cells)
+
+
+def test_stream_does_not_depend_on_chunk_size():
+    kw = dict(seed=3, x0=Distribution.parse("-50:50", "x0"), theta=Distribution.parse("0:0.3", "theta"))
+    energy = Distribution.parse("1:100", "--energy")
+    n = 2 * BLOCK + 37
+    runs = [list(iter_simulate("calogan", "gamma", n, energy, chunk_size=c, **kw)) for c in (1, BLOCK, 10_000)]
+    assert [len(r) for r in runs] == [3, 3, 1]
+    joined = [np.concatenate([c.cells for c in r]) for r in runs]
+    np.testing.assert_array_equal(joined[0], joined[1])
+    np.testing.assert_array_equal(joined[0], joined[2])
+    x0 = np.concatenate([c.conditions["x0"] for c in runs[0]])
+    assert x0.shape == (n,) and -50 <= x0.min() and x0.max() <= 50
+    assert set(runs[2][0].conditions) == {"x0", "y0", "theta", "phi"}
+
+
+def test_fixed_energy_points_are_shared_out_equally():
+    chunks = list(iter_simulate("calogan", "e+", 12, Distribution.parse("1,2,4", "--energy"), seed=0))
+    e = chunks[0].e_inc
+    assert sorted(np.unique(e, return_counts=True)[1]) == [4, 4, 4] and set(e) == {1.0, 2.0, 4.0}
+
+
+@pytest.mark.parametrize("name", ["calogan", "atlas-barrel", "voxel-25"])
+@pytest.mark.parametrize("particle", ["e+", "gamma", "pi+"])
+def test_every_geometry_preset(name, particle):
+    g = preset(name)
+    e = np.array([2.0, 10.0, 50.0, 90.0] * 8)
+    for mode in ("total", "active"):
+        d = simulate(g, particle, e, seed=1, mode=mode, x0=5.0, theta=0.1, phi=1.0)
+        assert d.cells.shape == (len(e), g.n_cells) and d.cells.dtype == np.float32
+        assert np.isfinite(d.cells).all() and (d.cells >= 0).all()
+        resp = d.cells.sum(axis=1) / (1000 * e)
+        assert (resp <= 1.0).all()
+        if particle != "pi+":
+            # EM showers: mostly contained in ~20 X0 or more; the active share is a sampling fraction
+            lo, hi = (0.8, 1.0) if mode == "total" else (0.01, 0.5)  # W/Si samples ~2 %
+            assert lo < np.median(resp) <= hi, (name, mode, np.median(resp))
+        # every layer is reached (photons rarely convert in the 0.06 X0 ATLAS presampler)
+        reached = g.layer_sums(d.cells.astype(float)).sum(axis=0) > 0
+        assert reached[1:].all() and (reached[0] or (particle == "gamma" and name == "atlas-barrel"))
+
+
+def test_no_shower_deposits_more_than_its_energy():
+    e = np.concatenate([np.full(200, 0.05), np.full(200, 1.0), np.geomspace(0.2, 500, 400)])
+    for particle in ("e+", "e-", "gamma", "pi+", "pi-"):
+        for mode in ("total", "active"):
+            d = simulate("calogan", particle, e, seed=2, mode=mode, theta=np.linspace(0, 0.5, len(e)), phi=0.3, y0=-30.0)
+            assert (d.cells.sum(axis=1, dtype=np.float64) <= 1000 * e).all(), (particle, mode)
+
+
+def test_total_response_and_active_sampling_fraction_match_geant4_scale():
+    e = np.full(400, 50.0)
+    total = simulate("calogan", "e+", e, seed=4)
+    active = simulate("calogan", "e+", e, seed=4, mode="active")
+    r_t = total.cells.sum(1) / 50_000
+    r_a = active.cells.sum(1) / 50_000
+    # the Geant4 README: E_tot/E_inc about 0.99 (total) and 0.19 (active)
+    assert abs(r_t.mean() - 0.993) < 0.005 and abs(r_a.mean() - 0.19) < 0.01
+    # ~7 %/sqrt(E): about 1 % at 50 GeV, far above the 0.2 % of the total convention
+    assert 0.005 < r_a.std() / r_a.mean() < 0.02 and r_t.std() / r_t.mean() < 0.5 * r_a.std() / r_a.mean()
+
+
+def _layer_centroid(d, i, axis):
+    cells = d.layers()[i].astype(np.float64)
+    xs, ys = d.geometry.layers[i].cell_centres()
+    c = xs if axis == "x" else ys
+    return (cells * c).sum(axis=(1, 2)) / cells.sum(axis=(1, 2))
+
+
+def test_position_and_angle_move_and_tilt_the_shower():
+    e = np.full(200, 30.0)
+    shifted = simulate("calogan", "e+", e, seed=1, x0=50.0, y0=-20.0)
+    assert abs(_layer_centroid(shifted, 0, "y").mean() + 20) < 2  # 5 mm strips along y resolve it
+    assert 30 < _layer_centroid(shifted, 1, "x").mean() < 60
+    tilted = simulate("calogan", "e+", e, seed=1, theta=math.radians(20), phi=math.pi / 2)  # towards +y
+    y0, y1 = _layer_centroid(tilted, 0, "y").mean(), _layer_centroid(tilted, 1, "y").mean()
+    # a 20 deg track has moved tan(20 deg) * z sideways: ~20 mm in layer 0, ~60 mm at the layer-1 maximum
+    assert 8 < y0 < 35 and 40 < y1 < 90
+    assert abs(_layer_centroid(tilted, 1, "x").mean()) < 5
+
+
+def test_photons_start_later_than_positrons():
+    e = np.full(300, 20.0)
+    depth = {}
+    for p in ("e+", "gamma"):
+        d = simulate("calogan", p, e, seed=8)
+        layer_e = d.geometry.layer_sums(d.cells.astype(float))
+        depth[p] = (layer_e[:, 0] / layer_e.sum(1)).mean()
+    assert depth["gamma"] < depth["e+"] - 0.03  # less energy in the first layer
+
+
+def test_pions_punch_through_and_deposit_little():
+    d = simulate("calogan", "pi+", np.full(400, 50.0), seed=3)
+    e_tot = d.cells.sum(1)
+    mip_like = e_tot < 600  # MeV: a minimum-ionising crossing deposits ~350 MeV
+    assert 0.15 < mip_like.mean() < 0.5
+    assert 0.15 < (e_tot / 50_000).mean() < 0.5
+
+
+def test_polar_layers_and_calochallenge_xml(tmp_path):
+    polar = Geometry(
+        "polar",
+        (
+            Layer("a", (4, 3), depth=60.0, binning="polar", r_edges=(0, 10, 40, 200)),
+            Layer("b", (1, 2), depth=300.0, binning="polar", r_edges=(0, 50, 300)),
+        ),
+    )
+    d = simulate(polar, "e+", np.full(50, 10.0), seed=0)
+    a, b = d.layers()
+    assert a[:, :, 0].sum() > a[:, :, 2].sum()  # the core lands in the innermost ring
+    assert np.allclose(a.sum(axis=(0, 2)) / a.sum(), 0.25, atol=0.05)  # azimuthally uniform
+    assert (b.sum(axis=(1, 2)) > 0).all()
+    xml = tmp_path / "binning.xml"
+    xml.write_text(
+        '<Bins><Bin name="photon"><Layer id="0" r_edges="0,5,10,30" n_bin_alpha="8"/><Layer id="1" r_edges="0,20,100" n_bin_alpha="1"/></Bin></Bins>'
+    )
+    with pytest.raises(ConfigError, match="--layer-depth"):
+        simulate(str(xml), "gamma", [10.0], seed=0)
+    out = tmp_path / "cc.h5"
+    argv = ["simulate", "-n", "40", "--geometry", str(xml), "--layer-depth", "100", "--format", "calochallenge", "-o", str(out), "--quiet"]
+    assert main(argv) == 0
+    info = inspect(out)  # the file carries its geometry, depths included
+    assert info.format == "calochallenge" and info.n == 40 and info.geometry.layers[0].depth == 100.0
+
+
+def test_bad_inputs_give_clear_errors():
+    with pytest.raises(ConfigError, match="does not model particle 'mu-'"):
+        simulate("calogan", "mu-", [1.0], seed=0)
+    with pytest.raises(ConfigError, match="does not model particle 'kaon'"):
+        simulate("calogan", "kaon", [1.0], seed=0)
+    with pytest.raises(GeometryError, match="unknown geometry"):
+        simulate("nope", "e+", [1.0], seed=0)
+    with pytest.raises(ConfigError, match="> 0 GeV"):
+        simulate("calogan", "e+", [10.0, 0.0], seed=0)
+    with pytest.raises(ConfigError, match="> 0 GeV"):
+        simulate("calogan", "e+", [np.nan], seed=0)
+    with pytest.raises(ConfigError, match="n must be >= 1"):
+        simulate("calogan", "e+", [], seed=0)
+    with pytest.raises(ConfigError, match="theta must lie"):
+        simulate("calogan", "e+", [1.0], seed=0, theta=2.0)
+    with pytest.raises(ConfigError, match="mode"):
+        simulate("calogan", "e+", [1.0], seed=0, mode="visible")
+    with pytest.raises(ConfigError, match="n must be >= 1"):
+        iter_simulate("calogan", "e+", 0, Distribution.parse("1:2", "e"), seed=0)
+    with pytest.raises(ConfigError, match="reversed"):
+        Distribution.parse("100:1", "--energy")
+    with pytest.raises(ConfigError, match="> 0"):
+        Distribution.parse("-1:10", "--energy", positive=True)
+    with pytest.raises(ConfigError, match="expected LO:HI"):
+        Distribution.parse("1:x", "--energy")
+    with pytest.raises(ConfigError, match="parameters are for e\\+, not pi\\+"):
+        simulate("calogan", "pi+", [1.0], seed=0, params=default_params("e+"))
+
+
+def test_params_round_trip_and_validation(tmp_path):
+    p = default_params("gamma")
+    assert p.particle == "gamma" and p.em.longitudinal.conversion_x0 == pytest.approx(9 / 7)
+    assert "command" in p.provenance and p.provenance["reference"]  # the shipped files say where they came from
+    path = save_params(p, tmp_path / "g.json")
+    assert load_params(path) == p
+    with pytest.raises(ConfigError, match="exists"):
+        save_params(p, path)
+    d = json.loads(path.read_text())
+    d["em"]["radial"]["wobble"] = 1.0
+    path.write_text(json.dumps(d))
+    with pytest.raises(ConfigError, match=r"em.radial: unknown key\(s\) wobble"):
+        load_params(path)
+    del d["em"]["radial"]["wobble"]
+    d["em"]["radial"]["r_max"] = -1.0
+    path.write_text(json.dumps(d))
+    with pytest.raises(ConfigError, match=r"Radial.r_max = -1.0 is out of range"):
+        load_params(path)
+    d["em"]["radial"]["r_max"] = 5.0
+    del d["em"]["deposit"]["loss_mean"]
+    path.write_text(json.dumps(d))
+    with pytest.raises(ConfigError, match=r"missing key\(s\) loss_mean"):
+        load_params(path)
+    path.write_text("{")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_params(path)
+    with pytest.raises(ConfigError, match="need a 'hadronic' section"):
+        SimParams("pi+")
+    assert default_params("e-").particle == "e-" and default_params("pi-").hadronic == default_params("pi+").hadronic
+
+
+def test_cli_default_command_just_works(tmp_path, capsys):
+    out = tmp_path / "eplus.h5"
+    assert main(["simulate", "-n", "300", "-o", str(out)]) == 0
+    assert "wrote 300 e+ showers" in capsys.readouterr().out
+    info = inspect(out)
+    assert info.n == 300 and info.particle == "e+" and info.geometry.name == "calogan" and info.conditions == ()
+    assert info.attrs["convention"] == "total" and info.attrs["generator"].startswith("calogan-param ")
+    assert 1.0 <= info.e_range[0] and info.e_range[1] <= 100.0
+    # the same command and seed give the same file contents
+    again = tmp_path / "again.h5"
+    assert main(["simulate", "-n", "300", "-o", str(again), "--quiet"]) == 0
+    np.testing.assert_array_equal(read_showers(out).cells, read_showers(again).cells)
+
+
+def test_cli_positions_angles_are_stored_in_mm_and_rad(tmp_path):
+    out = tmp_path / "varpos.h5"
+    argv = ["simulate", "-n", "300", "--particle", "gamma", "--mode", "active", "--x0=-50:50", "--theta", "0:20", "--phi", "0:360"]
+    assert main([*argv, "--energy", "1,2,4,8,16,32,64,128,256", "-o", str(out), "--quiet"]) == 0
+    d = read_showers(out)
+    assert set(d.conditions) == {"x0", "y0", "theta", "phi"}
+    assert (np.abs(d.conditions["x0"]) <= 50).all() and (d.conditions["y0"] == 0).all()
+    assert 0 <= d.conditions["theta"].min() and d.conditions["theta"].max() <= math.radians(20) + 1e-6
+    assert d.conditions["phi"].max() > math.pi  # degrees converted, full turn
+    assert set(np.round(d.e_inc, 3)) == {1, 2, 4, 8, 16, 32, 64, 128, 256}
+    with h5py.File(out) as f:
+        assert f.attrs["particle"] == "gamma" and f.attrs["convention"] == "active"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["-n", "0"], "-n must be >= 1"),
+        (["--energy", "50:10"], "reversed"),
+        (["--energy", "0:10"], "must be > 0"),
+        (["--particle", "proton"], "unknown particle 'proton'"),
+        (["--particle", "mu-"], "does not model particle 'mu-'"),
+        (["--geometry", "atlas"], "unknown geometry 'atlas'"),
+        (["--theta", "0:95"], "--theta must lie in"),
+        (["--layer-depth", "10"], "already gives every layer's depth"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_leaves_no_file(tmp_path, capsys, argv, message):
+    out = tmp_path / "x.h5"
+    assert main(["simulate", *argv, "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("calogan simulate: error: ") and message in err and "\n" not in err
+    assert not out.exists() and os.listdir(tmp_path) == []
+
+
+def test_cli_unwritable_or_existing_output(tmp_path, capsys):
+    assert main(["simulate", "-n", "10", "-o", str(tmp_path / "missing" / "x.h5")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if not os.access(locked, os.W_OK):  # root can write anywhere: nothing to test then
+            assert main(["simulate", "-n", "10", "-o", str(locked / "x.h5")]) == 2
+            assert "not writable" in capsys.readouterr().err
+    finally:
+        locked.chmod(0o700)
+    out = tmp_path / "x.h5"
+    out.write_bytes(b"keep me")
+    assert main(["simulate", "-n", "10", "-o", str(out)]) == 2
+    assert "pass --force" in capsys.readouterr().err and out.read_bytes() == b"keep me"
+
+
+def test_cli_interrupted_run_leaves_no_file(tmp_path, monkeypatch):
+    from calogan.simulate import simulator
+
+    calls = []
+    real = simulator.simulate_block
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(simulator, "simulate_block", failing)
+    out = tmp_path / "x.h5"
+    assert main(["simulate", "-n", str(5 * BLOCK), "--chunk-size", str(BLOCK), "-o", str(out)]) == 130
+    assert os.listdir(tmp_path) == []
