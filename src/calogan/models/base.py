@@ -108,7 +108,8 @@ class GANModel(nn.Module):
       loss on a real model-space batch (B, n_cells), including gradient penalties and
       auxiliary heads;
     - ``generator_loss(cond)`` -> (loss, logs): one generator update's loss;
-    - ``generator_parameters()`` / ``discriminator_parameters()`` for the two optimisers.
+    - ``generator_parameters()`` / ``discriminator_parameters()`` for the two optimisers;
+    - ``prepare(data)`` once before a fresh run, to fit normalisations on the training data.
 
     ``logs`` maps names to detached scalar tensors shown in the progress bar. Subclasses set
     ``family`` (the registry name) and keep their hyper-parameters in a frozen config
@@ -123,6 +124,13 @@ class GANModel(nn.Module):
         self.conditions = conditions
         self.transform = transform
         self.config = config
+
+    def prepare(self, data: ShowerData) -> None:
+        """Fit data-derived constants (normalisations held in buffers) on the training showers.
+
+        The training loop calls it once, before the first step of a fresh run (a resumed run
+        gets them back from the checkpoint's state dict). The default does nothing.
+        """
 
     def latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError

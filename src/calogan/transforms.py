@@ -1,0 +1,179 @@
+"""Invertible preprocessing of cell energies into the space models learn, with saved state."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from calogan.errors import ConfigError
+
+__all__ = ["ShowerTransform", "TransformConfig"]
+
+_ENERGY = ("fraction", "gev")
+_SCALE = ("none", "max", "standard")
+# exp(log(eps)) - eps is not exactly 0 in float32: residues below this fraction of eps are
+# rounding of an empty cell, not energy, and become exact zeros.
+_ROUNDOFF = 1e-3
+
+
+@dataclass(frozen=True)
+class TransformConfig:
+    """How physical cells (MeV) map to model space, step by step.
+
+    1. ``energy``: ``"fraction"`` divides each cell by the incident energy (cells / E_inc,
+       the ATLAS energy fractions); ``"gev"`` only converts MeV to GeV.
+    2. ``log``: take ``log(x + eps)`` (``eps`` in the units of step 1), which spreads the
+       decades of cell energies over an order-one range.
+    3. ``scale``: ``"none"``; ``"max"`` divides by one number, the largest value of step 2
+       in the training data (zeros stay zero, so a ReLU output can make exact zeros);
+       ``"standard"`` subtracts each cell's mean and divides by its standard deviation
+       (floored at ``std_floor`` times the largest one, so that never-hit cells stay tame).
+
+    Negative cells are clipped to zero before step 1 (the ATLAS recipe sets them to 0) and
+    physical cells coming back from ``inverse`` are clipped at zero as well.
+    """
+
+    energy: str = "fraction"
+    log: bool = False
+    eps: float = 1e-6
+    scale: str = "max"
+    std_floor: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.energy not in _ENERGY:
+            raise ConfigError(f"transform.energy must be one of {', '.join(_ENERGY)}, got {self.energy!r}")
+        if self.scale not in _SCALE:
+            raise ConfigError(f"transform.scale must be one of {', '.join(_SCALE)}, got {self.scale!r}")
+        if not isinstance(self.log, bool):
+            raise ConfigError(f"transform.log must be true or false, got {self.log!r}")
+        if not (isinstance(self.eps, (int, float)) and self.eps > 0):
+            raise ConfigError(f"transform.eps must be a positive number, got {self.eps!r}")
+        if not (isinstance(self.std_floor, (int, float)) and 0 < self.std_floor <= 1):
+            raise ConfigError(f"transform.std_floor must be in (0, 1], got {self.std_floor!r}")
+        if self.scale == "max" and self.log:
+            # log values are mostly negative: dividing by their maximum flips or blows them up
+            raise ConfigError("transform.scale 'max' needs log: false; use scale 'standard' with log: true")
+
+
+class ShowerTransform(nn.Module):
+    """Physical cells (N, n_cells) MeV <-> model space (N, n_cells), fitted on training data.
+
+    ``forward`` and ``inverse`` take numpy arrays or torch tensors and return the same kind;
+    the torch path is differentiable and free of data-dependent control flow, so it can sit
+    inside a generator's graph (the physics critic, ONNX export). The fitted ``shift`` and
+    ``scale`` are buffers: they travel with ``state_dict`` and ``to(device)``.
+
+    Model space: ``x = (g(cells) - shift) / scale`` with ``g`` the energy and log steps of
+    ``TransformConfig``; ``e_inc`` is (N,) in GeV.
+
+    >>> t = ShowerTransform.fit(TransformConfig(), np.array([[100.0, 0.0], [50.0, 50.0]]), np.array([1.0, 1.0]))
+    >>> t.forward(np.array([[100.0, 0.0]]), np.array([1.0])).tolist()
+    [[1.0, 0.0]]
+    >>> t.inverse(np.array([[0.5, 0.25]]), np.array([2.0])).tolist()
+    [[100.0, 50.0]]
+    """
+
+    def __init__(self, config: TransformConfig, shift: np.ndarray, scale: np.ndarray) -> None:
+        super().__init__()
+        shift = np.asarray(shift, dtype=np.float64).reshape(-1)
+        scale = np.asarray(scale, dtype=np.float64).reshape(-1)
+        if shift.shape != scale.shape:
+            raise ValueError(f"transform shift and scale must have one value per cell, got {shift.shape} and {scale.shape}")
+        if not (np.isfinite(shift).all() and np.isfinite(scale).all() and (scale > 0).all()):
+            raise ValueError("transform shift must be finite and scale finite and positive")
+        self.config = config
+        self.register_buffer("shift", torch.from_numpy(shift.astype(np.float32)))
+        self.register_buffer("scale", torch.from_numpy(scale.astype(np.float32)))
+
+    @property
+    def n_cells(self) -> int:
+        return self.shift.shape[0]
+
+    @classmethod
+    def fit(cls, config: TransformConfig, cells: np.ndarray, e_inc: np.ndarray) -> ShowerTransform:
+        """Fit shift and scale on training cells (N, n_cells) MeV with e_inc (N,) GeV."""
+        cells = np.asarray(cells, dtype=np.float64)
+        if cells.ndim != 2 or cells.shape[0] == 0:
+            raise ValueError(f"cannot fit a transform on cells of shape {cells.shape}")
+        g = _pre(config, cells, np.asarray(e_inc, dtype=np.float64).reshape(-1), np)
+        n = cells.shape[1]
+        if config.scale == "none":
+            shift, scale = np.zeros(n), np.ones(n)
+        elif config.scale == "max":
+            top = float(g.max())
+            if top <= 0:
+                raise ValueError("cannot fit transform scale 'max': every training cell is zero")
+            shift, scale = np.zeros(n), np.full(n, top)
+        else:
+            shift, std = g.mean(axis=0), g.std(axis=0)
+            scale = np.maximum(std, config.std_floor * max(float(std.max()), 1e-30))
+        return cls(config, shift, scale)
+
+    def forward(self, cells, e_inc):
+        """Physical cells (N, n_cells) MeV and e_inc (N,) GeV -> model space (N, n_cells)."""
+        xp = _xp(cells)
+        if xp is np:
+            g = _pre(self.config, np.asarray(cells, dtype=np.float64), np.asarray(e_inc, dtype=np.float64).reshape(-1), np)
+            return ((g - self.shift.cpu().numpy()) / self.scale.cpu().numpy()).astype(np.float32)
+        return (_pre(self.config, cells, e_inc.reshape(-1), torch) - self.shift) / self.scale
+
+    def inverse(self, x, e_inc):
+        """Model space (N, n_cells) and e_inc (N,) GeV -> physical cells (N, n_cells) MeV, >= 0."""
+        xp = _xp(x)
+        c = self.config
+        if xp is np:
+            g = np.asarray(x, dtype=np.float64) * self.scale.cpu().numpy() + self.shift.cpu().numpy()
+            e = np.asarray(e_inc, dtype=np.float64).reshape(-1, 1)
+            if c.log:
+                g = np.exp(g) - c.eps
+                g = np.where(g > _ROUNDOFF * c.eps, g, 0.0)
+            cells = g * 1000.0 * (e if c.energy == "fraction" else 1.0)
+            return np.maximum(cells, 0.0).astype(np.float32)
+        g = x * self.scale + self.shift
+        if c.log:
+            g = torch.exp(g) - c.eps
+            g = torch.where(g > _ROUNDOFF * c.eps, g, torch.zeros_like(g))
+        cells = g * 1000.0
+        if c.energy == "fraction":
+            cells = cells * e_inc.reshape(-1, 1).to(cells.dtype)
+        return torch.clamp_min(cells, 0.0)
+
+    def zero_point(self) -> torch.Tensor:
+        """(n_cells,) model-space value of an empty cell: where an output clip makes exact zeros."""
+        empty = float(np.log(self.config.eps)) if self.config.log else 0.0
+        return (empty - self.shift) / self.scale
+
+    def to_dict(self) -> dict:
+        """The config and fitted state, as plain lists (JSON/YAML/checkpoint friendly)."""
+        return {"config": asdict(self.config), "shift": self.shift.cpu().tolist(), "scale": self.scale.cpu().tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ShowerTransform:
+        try:
+            return cls(TransformConfig(**d["config"]), np.asarray(d["shift"]), np.asarray(d["scale"]))
+        except (KeyError, TypeError) as err:
+            raise ConfigError(f"not a saved transform: {err}") from None
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return f"energy={c.energy}, log={c.log}, scale={c.scale}, n_cells={self.n_cells}"
+
+
+def _xp(a):
+    return torch if isinstance(a, torch.Tensor) else np
+
+
+def _pre(config: TransformConfig, cells, e_inc, xp):
+    """Steps 1-2 of the transform: clip negatives, divide, log. (N, n_cells) -> (N, n_cells)."""
+    if xp is np:
+        g = np.maximum(cells, 0.0) / 1000.0
+        if config.energy == "fraction":
+            g = g / e_inc[:, None]
+        return np.log(g + config.eps) if config.log else g
+    g = torch.clamp_min(cells, 0.0) / 1000.0
+    if config.energy == "fraction":
+        g = g / e_inc[:, None].to(g.dtype)
+    return torch.log(g + config.eps) if config.log else g

@@ -1,0 +1,254 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from calogan.checkpoint import load_checkpoint
+from calogan.cli import main
+from calogan.errors import ConfigError
+from calogan.io import write_showers
+from calogan.models.wgan import WGAN
+from calogan.training import TrainConfig, TrainingDiverged, _Sampler, apply_overrides, train
+from conftest import toy_showers
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.fixture
+def toy_file(tmp_path, toy_geometry):
+    return write_showers(tmp_path / "toy.h5", toy_showers(toy_geometry, n=80, seed=2))
+
+
+def tiny(data, **kw) -> TrainConfig:
+    values = dict(
+        data=str(data),
+        model={"critic_hidden": [16, 16], "generator_hidden": [16], "physics_hidden": [8], "latent_dim": 4},
+        batch_size=8,
+        d_steps=2,
+        max_steps=12,
+        val_fraction=0.25,
+        val_every=4,
+        val_bins=2,
+        checkpoint_every=4,
+        log_every=2,
+        progress=False,
+        threads=1,
+    )
+    values.update(kw)
+    return TrainConfig.from_dict(values)
+
+
+def states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_writes_config_checkpoints_and_logs(toy_file, tmp_path):
+    out = tmp_path / "run"
+    result = train(tiny(toy_file), out)
+    assert result.step == 12 and result.stopped == "max_steps"
+    assert {p.name for p in out.iterdir()} == {"config.yaml", "last.pt", "best.pt", "log.jsonl"}
+    assert TrainConfig.from_yaml(out / "config.yaml") == tiny(toy_file)
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    vals = [r["val"] for r in records if "val" in r]
+    assert [v["step"] for v in vals] == [4, 8, 12] and all(np.isfinite(v["chi2"]) for v in vals)
+    assert result.best_chi2 == min(v["chi2"] for v in vals)
+    train_logs = [r for r in records if "d_loss" in r]
+    assert [r["step"] for r in train_logs] == [2, 4, 6, 8, 10, 12] and all(r["showers_per_s"] > 0 for r in train_logs)
+    best, last = load_checkpoint(out / "best.pt"), load_checkpoint(out / "last.pt")
+    assert best.step == result.best_step and best.training is None and best.metrics["chi2"] == result.best_chi2
+    assert last.step == 12 and last.training is not None and last.data_attrs["particle"] == "e+"
+    assert isinstance(last.model, WGAN) and TrainConfig.from_dict(last.train_config) == tiny(toy_file)
+
+
+def test_update_counts_follow_d_steps_and_g_steps(toy_file, tmp_path):
+    cfg = tiny(toy_file, d_steps=3, g_steps=2, max_steps=5, optimizer="rmsprop", condition_sampling="big_batch")
+    train(cfg, tmp_path / "run")
+    t = load_checkpoint(tmp_path / "run" / "last.pt").training
+    assert t["opt_d"]["state"][0]["step"].item() == 5 * 3
+    assert t["opt_g"]["state"][0]["step"].item() == 5 * 2
+    assert "square_avg" in t["opt_g"]["state"][0]  # RMSProp
+    train(tiny(toy_file, condition_sampling="dataset", max_steps=2), tmp_path / "run2")
+
+
+def test_resume_continues_bit_for_bit(toy_file, tmp_path, monkeypatch):
+    cfg = tiny(toy_file, max_steps=12, checkpoint_every=4)
+    train(cfg, tmp_path / "full")
+    full = load_checkpoint(tmp_path / "full" / "last.pt")
+
+    calls = {"n": 0}
+    take = _Sampler.take
+
+    def killed_at_step_11(self, k):
+        calls["n"] += 1
+        if calls["n"] == 11:
+            raise KeyboardInterrupt  # the run dies between checkpoints (last one: step 8)
+        return take(self, k)
+
+    monkeypatch.setattr(_Sampler, "take", killed_at_step_11)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "killed")
+    monkeypatch.setattr(_Sampler, "take", take)
+    assert load_checkpoint(tmp_path / "killed" / "last.pt").step == 8
+    result = train(cfg, tmp_path / "killed", resume=True)
+    resumed = load_checkpoint(tmp_path / "killed" / "last.pt")
+    assert result.step == 12
+    assert states_equal(resumed.model.state_dict(), full.model.state_dict())
+    assert states_equal(resumed.training["opt_d"]["state"][0], full.training["opt_d"]["state"][0])
+    assert torch.equal(resumed.training["torch_rng"], full.training["torch_rng"])
+    # a longer budget continues the finished run
+    assert train(TrainConfig.from_dict({**cfg.to_dict(), "max_steps": 14}), tmp_path / "killed", resume=True).step == 14
+
+
+def test_resume_and_restart_errors(toy_file, tmp_path):
+    cfg = tiny(toy_file, max_steps=4)
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        train(cfg, tmp_path / "run", resume=True)
+    train(cfg, tmp_path / "run")
+    with pytest.raises(ConfigError, match="holds a run already; pass --resume to continue it or --force"):
+        train(cfg, tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"--resume: option lr_g differs from the run"):
+        train(TrainConfig.from_dict({**cfg.to_dict(), "lr_g": 1e-3}), tmp_path / "run", resume=True)
+    assert train(cfg, tmp_path / "run", force=True).step == 4
+
+
+def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(toy_file, tmp_path, monkeypatch):
+    original = WGAN.generator_loss
+    calls = {"n": 0}
+
+    def diverging(self, cond):
+        calls["n"] += 1
+        loss, logs = original(self, cond)
+        return (loss * float("nan"), logs) if calls["n"] >= 6 else (loss, logs)
+
+    monkeypatch.setattr(WGAN, "generator_loss", diverging)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"step 6: non-finite loss .*the last good checkpoint is .*last\.pt \(step 4\)"):
+        train(tiny(toy_file, checkpoint_every=4), out)
+    last = load_checkpoint(out / "last.pt")
+    assert last.step == 4
+    assert all(torch.isfinite(v).all() for v in last.model.state_dict().values())
+
+
+def test_nan_weights_behind_a_finite_loss_never_replace_the_last_checkpoint(toy_file, tmp_path, monkeypatch):
+    original = WGAN.generator_loss
+    calls = {"n": 0}
+
+    def corrupting(self, cond):
+        calls["n"] += 1
+        loss, logs = original(self, cond)  # finite: the weights break after the loss was computed
+        if calls["n"] == 4:
+            with torch.no_grad():
+                self.generator[0].weight[0, 0] = float("nan")
+        return loss, logs
+
+    monkeypatch.setattr(WGAN, "generator_loss", corrupting)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"step 4: non-finite model weights; .*last\.pt was not overwritten .*\(step 2\)"):
+        train(tiny(toy_file, checkpoint_every=2, val_every=100), out)
+    assert load_checkpoint(out / "last.pt").step == 2
+
+
+def test_bf16_autocast_and_compile_paths_run_on_cpu(toy_file, tmp_path, monkeypatch):
+    # The GPU options, exercised on the CPU: autocast runs there too; torch.compile is
+    # replaced by a recorder (a real compile costs a minute) to check it wraps and unwraps.
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append(fn) or fn)
+    result = train(tiny(toy_file, precision="bf16", compile=True, max_steps=4), tmp_path / "run")
+    assert result.step == 4 and len(compiled) == 1 and np.isfinite(result.best_chi2)
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert all(torch.isfinite(v).all() for v in last.model.state_dict().values())
+
+
+def test_wall_clock_budget_stops_the_run(toy_file, tmp_path):
+    result = train(tiny(toy_file, max_steps=100000, max_minutes=1e-4), tmp_path / "run")
+    assert result.stopped == "max_minutes" and 1 <= result.step < 100000
+    assert load_checkpoint(tmp_path / "run" / "last.pt").step == result.step
+
+
+def test_exclude_energy_removes_the_band(tmp_path, toy_geometry):
+    data = toy_showers(toy_geometry, n=80, seed=2)
+    path = write_showers(tmp_path / "toy.h5", data)
+    train(tiny(path, exclude_energy=[[0.0, 5.0]], val_fraction=0.0, max_steps=2), tmp_path / "run")
+    lo, hi = load_checkpoint(tmp_path / "run" / "last.pt").model.conditions.ranges[0]
+    assert lo == pytest.approx(data.e_inc[data.e_inc > 5.0].min(), rel=1e-6) and hi == pytest.approx(data.e_inc.max(), rel=1e-6)
+    with pytest.raises(ConfigError, match="removes every shower"):
+        train(tiny(path, exclude_energy=[[0.0, 100.0]]), tmp_path / "run2")
+
+
+def test_overrides_and_yaml_round_trip(tmp_path):
+    cfg = apply_overrides(
+        TrainConfig(), ["lr_g=2e-4", "betas=[0.0, 0.9]", "model.lambda_gp=5", "transform.log=true", "transform.scale=standard"]
+    )
+    assert cfg.lr_g == 2e-4 and cfg.betas == (0.0, 0.9) and cfg.model == {"lambda_gp": 5} and cfg.transform["log"] is True
+    (tmp_path / "c.yaml").write_text(cfg.to_yaml())
+    assert TrainConfig.from_yaml(tmp_path / "c.yaml") == cfg
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("lrg=1", "--set: unknown option 'lrg'; options: family, model"),
+        ("lr_g", "--set expects KEY=VALUE, got 'lr_g'"),
+        ("lr_g=-1", "option lr_g: must be > 0, got -1"),
+        ("optimizer=sgd", "option optimizer: must be one of adam, rmsprop, got 'sgd'"),
+        ("batch_size=big", "option batch_size must be an integer, got 'big'"),
+        ("model.lamda_gp=1", "unknown option model.lamda_gp; valid options of model:"),
+        ("transform.scale=weird", "transform.scale must be one of none, max, standard"),
+        ("family=vae", "unknown model family 'vae'"),
+        ("seed.x=1", "option 'seed' has no sub-options"),
+        ("condition_sampling=all", "option condition_sampling: must be one of batch, big_batch, dataset"),
+        ("exclude_energy=[[50, 40]]", "option exclude_energy: each band must be"),
+    ],
+)
+def test_bad_options_are_named(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        apply_overrides(TrainConfig(), [override])
+
+
+def test_bad_yaml_files(tmp_path):
+    (tmp_path / "a.yaml").write_text("lr_g: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"a\.yaml: not valid YAML"):
+        TrainConfig.from_yaml(tmp_path / "a.yaml")
+    (tmp_path / "b.yaml").write_text("d_stepz: 5\n")
+    with pytest.raises(ConfigError, match=r"b\.yaml: unknown option d_stepz; valid options: "):
+        TrainConfig.from_yaml(tmp_path / "b.yaml")
+    with pytest.raises(ConfigError, match="cannot read config"):
+        TrainConfig.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_every_shipped_wgan_config_parses():
+    paths = sorted(CONFIGS.glob("wgan_*.yaml"))
+    assert {"wgan_demo.yaml", "wgan_eplus.yaml"} <= {p.name for p in paths}
+    for path in paths:
+        TrainConfig.from_yaml(path)
+
+
+def test_cli_train_with_demo_config(toy_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--config", str(CONFIGS / "wgan_demo.yaml"), "--data", str(toy_file), "-o", str(out), "--quiet"]
+    small = ["--set", "max_steps=3", "--set", "batch_size=8", "--set", "val_every=3", "--set", "model.critic_hidden=[8]"]
+    assert main(args + small) == 0
+    text = capsys.readouterr().out
+    assert "stopped at step 3 (max steps)" in text and "best validation chi2/ndf" in text
+    assert main(args + small) == 2
+    assert "holds a run already" in capsys.readouterr().err
+    assert main(args + ["--set", "lr_g=0"]) == 2
+    assert capsys.readouterr().err.strip() == "calogan train: error: --set: option lr_g: must be > 0, got 0.0"
+    assert main(["train", "-o", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "no training data" in capsys.readouterr().err
+
+
+def test_atlas_config_trains_on_the_atlas_geometry(tmp_path):
+    from calogan.geometry import preset
+
+    data = toy_showers(preset("atlas-barrel"), n=60, seed=1)
+    path = write_showers(tmp_path / "atlas.h5", data)
+    cfg = apply_overrides(
+        TrainConfig.from_yaml(CONFIGS / "wgan_atlas_photon.yaml"),
+        [f"data={path}", "max_steps=2", "batch_size=8", "val_bins=2", "progress=false", "model.critic_hidden=[8]", "max_minutes=null"],
+    )
+    assert cfg.geometry == "atlas-barrel" and cfg.val_bins == 2
+    result = train(cfg, tmp_path / "run")
+    assert result.step == 2 and load_checkpoint(result.best).model.geometry.n_cells == 266

@@ -1,0 +1,117 @@
+import numpy as np
+import pytest
+import torch
+
+from calogan.errors import ConfigError
+from calogan.transforms import ShowerTransform, TransformConfig
+from conftest import toy_showers
+
+CONFIGS = [
+    TransformConfig(),
+    TransformConfig(energy="fraction", scale="none"),
+    TransformConfig(energy="gev", scale="max"),
+    TransformConfig(energy="fraction", log=True, scale="standard"),
+    TransformConfig(energy="gev", log=True, eps=1e-4, scale="none"),
+    TransformConfig(energy="fraction", log=False, scale="standard"),
+]
+
+
+@pytest.fixture
+def sparse_data(toy_geometry):
+    data = toy_showers(toy_geometry, n=40, seed=3)
+    cells = data.cells.copy()
+    cells[::3, ::2] = 0.0  # zeros, as real showers have
+    return cells, data.e_inc
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.energy}-log{int(c.log)}-{c.scale}")
+def test_inverse_undoes_forward_in_numpy_and_torch(config, sparse_data):
+    cells, e_inc = sparse_data
+    t = ShowerTransform.fit(config, cells, e_inc)
+    x = t.forward(cells, e_inc)
+    assert x.dtype == np.float32 and x.shape == cells.shape
+    # exact up to the float32 rounding of model space: well below a keV
+    np.testing.assert_allclose(t.inverse(x, e_inc), cells, rtol=1e-4, atol=1e-4)
+    xt = t.forward(torch.from_numpy(cells), torch.from_numpy(e_inc))
+    np.testing.assert_allclose(xt.numpy(), x, rtol=1e-5, atol=1e-5)
+    back = t.inverse(torch.from_numpy(x), torch.from_numpy(e_inc))
+    assert isinstance(back, torch.Tensor)
+    np.testing.assert_allclose(back.numpy(), cells, rtol=1e-4, atol=1e-4)
+
+
+def test_known_values_of_fraction_max():
+    cells = np.array([[200.0, 0.0, 100.0], [0.0, 50.0, 0.0]])
+    e_inc = np.array([2.0, 1.0])
+    t = ShowerTransform.fit(TransformConfig(energy="fraction", scale="max"), cells, e_inc)
+    # fractions: [[0.1, 0, 0.05], [0, 0.05, 0]]; the largest, 0.1, becomes 1
+    np.testing.assert_allclose(t.forward(cells, e_inc), [[1.0, 0.0, 0.5], [0.0, 0.5, 0.0]], rtol=1e-6)
+    np.testing.assert_allclose(t.scale.numpy(), [0.1, 0.1, 0.1], rtol=1e-6)
+
+
+def test_standard_scale_gives_zero_mean_unit_std(sparse_data):
+    cells, e_inc = sparse_data
+    t = ShowerTransform.fit(TransformConfig(log=True, scale="standard"), cells, e_inc)
+    x = t.forward(cells, e_inc).astype(np.float64)
+    np.testing.assert_allclose(x.mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(x.std(axis=0), 1.0, rtol=1e-4)
+
+
+def test_negative_cells_are_clipped_and_inverse_is_non_negative():
+    cells = np.array([[-5.0, 10.0], [3.0, 1.0]])
+    e_inc = np.array([1.0, 1.0])
+    t = ShowerTransform.fit(TransformConfig(scale="none"), cells, e_inc)
+    np.testing.assert_allclose(t.forward(cells, e_inc), [[0.0, 0.01], [0.003, 0.001]], rtol=1e-6)
+    out = t.inverse(np.array([[-1.0, 0.5]]), np.array([2.0]))
+    np.testing.assert_allclose(out, [[0.0, 1000.0]])
+    out_t = t.inverse(torch.tensor([[-1.0, 0.5]]), torch.tensor([2.0]))
+    np.testing.assert_allclose(out_t.numpy(), [[0.0, 1000.0]])
+
+
+def test_torch_inverse_is_differentiable_and_traceable(sparse_data):
+    cells, e_inc = sparse_data
+    t = ShowerTransform.fit(TransformConfig(log=True, scale="standard"), cells, e_inc)
+    x = torch.from_numpy(t.forward(cells, e_inc)).requires_grad_(True)
+    e = torch.from_numpy(e_inc).float()
+    t.inverse(x, e).sum().backward()
+    hit = cells > 0  # empty cells sit on the clip at zero, where the gradient is zero
+    assert torch.isfinite(x.grad).all() and (x.grad[hit].abs() > 0).all()
+
+    # no data-dependent Python control flow: torch.export captures one graph (as ONNX will)
+    class Inverse(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.t = t
+
+        def forward(self, a, b):
+            return self.t.inverse(a, b)
+
+    exported = torch.export.export(Inverse(), (x.detach()[:4], e[:4]))
+    torch.testing.assert_close(exported.module()(x.detach()[4:8], e[4:8]), t.inverse(x.detach()[4:8], e[4:8]))
+
+
+def test_state_round_trip(sparse_data):
+    cells, e_inc = sparse_data
+    t = ShowerTransform.fit(TransformConfig(log=True, scale="standard", eps=1e-5), cells, e_inc)
+    t2 = ShowerTransform.from_dict(t.to_dict())
+    assert t2.config == t.config
+    np.testing.assert_array_equal(t2.forward(cells, e_inc), t.forward(cells, e_inc))
+    assert set(t.state_dict()) == {"shift", "scale"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"energy": "joules"}, "transform.energy must be one of fraction, gev"),
+        ({"scale": "minmax"}, "transform.scale must be one of none, max, standard"),
+        ({"eps": 0}, "transform.eps must be a positive number"),
+        ({"log": True, "scale": "max"}, "use scale 'standard' with log: true"),
+    ],
+)
+def test_bad_config_values_are_named(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        TransformConfig(**kwargs)
+
+
+def test_fit_refuses_all_zero_cells():
+    with pytest.raises(ValueError, match="every training cell is zero"):
+        ShowerTransform.fit(TransformConfig(), np.zeros((3, 4)), np.ones(3))
