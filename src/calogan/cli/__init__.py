@@ -18,7 +18,7 @@ from calogan import __version__
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 # Subcommand modules of calogan.cli, in the order --help lists them.
-COMMANDS = ("info", "subsets")
+COMMANDS = ("info", "subsets", "simulate", "calibrate", "train", "generate", "evaluate", "interpolate", "export", "benchmark")
 
 
 def build_parser() -> argparse.ArgumentParser:
