@@ -771,17 +771,9 @@ def load_router(path: str | Path, *, seed: int | None = None) -> Router:
 
     Model paths are relative to the working directory, as in training configs.
     """
-    import yaml
+    from calogan.models import config_from_dict, read_yaml
 
-    from calogan.models import config_from_dict
-
-    path = Path(path)
-    try:
-        values = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read routing table ({err.strerror})") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    values = read_yaml(path, "routing table")
     try:
         config = config_from_dict(RouterConfig, values if values is not None else {}, where="")
         entries = [(f"routes[{i}]", r) for i, r in enumerate(config.routes)] + ([("fallback", config.fallback)] if config.fallback else [])

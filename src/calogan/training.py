@@ -19,7 +19,7 @@ import yaml
 from calogan.checkpoint import load_checkpoint, save_checkpoint
 from calogan.data import ShowerData
 from calogan.errors import CaloganError, ConfigError
-from calogan.models import build_model, config_from_dict, family_class
+from calogan.models import build_model, config_from_dict, family_class, read_yaml
 
 __all__ = ["TrainConfig", "TrainResult", "TrainingDiverged", "apply_overrides", "train"]
 
@@ -167,14 +167,7 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
-        path = Path(path)
-        try:
-            values = yaml.safe_load(path.read_text())
-        except OSError as err:
-            raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-        return cls.from_dict(values, where=str(path))
+        return cls.from_dict(read_yaml(path, "config"), where=str(path))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)

@@ -11,11 +11,12 @@ import dataclasses
 import importlib
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 from calogan.errors import ConfigError
 
-__all__ = ["FAMILIES", "build_model", "config_from_dict", "family_class"]
+__all__ = ["FAMILIES", "build_model", "config_from_dict", "family_class", "read_yaml"]
 
 # family name -> "module:Class"; the CaloGAN families add themselves here.
 FAMILIES: dict[str, str] = {
@@ -23,6 +24,20 @@ FAMILIES: dict[str, str] = {
     "calogan": "calogan.models.calogan:CaloGAN",
     "cond_calogan": "calogan.models.cond_calogan:CondCaloGAN",
 }
+
+
+def read_yaml(path: str | Path, what: str) -> Any:
+    """The parsed YAML file ``path``; unreadable or invalid YAML raises ``ConfigError`` naming
+    the file and ``what`` it should have been (e.g. "config", "routing table")."""
+    import yaml
+
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read {what} ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
 
 
 def family_class(family: str) -> type:

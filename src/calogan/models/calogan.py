@@ -214,7 +214,7 @@ class CaloGAN(GANModel):
 
     # -- checks and hooks the conditional CaloGAN overrides ---------------------------------
 
-    def _check_inputs(self) -> None:
+    def _check_transform(self) -> None:
         t = self.transform.config
         if t.log or t.scale not in ("none", "max"):
             raise ConfigError(
@@ -223,6 +223,9 @@ class CaloGAN(GANModel):
             )
         if self.transform.n_cells != self.geometry.n_cells:
             raise ConfigError(f"transform has {self.transform.n_cells} cells, geometry {self.geometry.name!r} has {self.geometry.n_cells}")
+
+    def _check_inputs(self) -> None:
+        self._check_transform()
         if len(self.conditions.keys) > 1:
             raise ConfigError(
                 f"the calogan family is conditioned on e_inc (and the particle) only, got conditions {list(self.conditions.keys)}; "

@@ -126,14 +126,7 @@ class CondCaloGAN(CaloGAN):
             raise ConfigError(
                 "the cond_calogan family needs conditions beyond e_inc (x0, y0, theta, phi); for e_inc only use family calogan"
             )
-        t = self.transform.config
-        if t.log or t.scale not in ("none", "max"):
-            raise ConfigError(
-                f"the {self.family} generator ends in a ReLU, so its model space must be linear in the cell energies with zero at zero: "
-                f"use transform log: false and scale: none or max (got log: {str(t.log).lower()}, scale: {t.scale})"
-            )
-        if self.transform.n_cells != self.geometry.n_cells:
-            raise ConfigError(f"transform has {self.transform.n_cells} cells, geometry {self.geometry.name!r} has {self.geometry.n_cells}")
+        self._check_transform()
 
     def _attribute_columns(self) -> list[tuple[str, int]]:
         """(key, number of encoded columns) of each attribute beyond e_inc."""
