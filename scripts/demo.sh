@@ -13,7 +13,7 @@ echo "== 1/5 simulate: 6000 training and 2000 held-out 1-100 GeV e+ showers (Cal
 "$BIN/calogan" simulate --particle e+ --energy 1:100 -n 2000 --seed 1 -o "$OUT/eplus_test.h5" --force --quiet
 "$BIN/calogan" info "$OUT/eplus_train.h5"
 
-echo "== 2/5 train: the ATLAS-style conditional WGAN-GP, demo config (three minutes on CPU)"
+echo "== 2/5 train: the ATLAS-style conditional WGAN-GP, demo config (2000 steps, one to three minutes on CPU)"
 "$BIN/calogan" train --config configs/wgan_demo.yaml --data "$OUT/eplus_train.h5" -o "$OUT/wgan" --set max_minutes=3 --force --quiet
 
 echo "== 3/5 generate: the held-out showers' incident energies, from the best checkpoint"
@@ -27,5 +27,5 @@ echo "== 5/5 evaluate: observables, classifier AUCs with their floor, response a
   --labels Simulator,WGAN-demo,Simulator-seed3 -o "$OUT/report" --force
 
 echo "Report: $OUT/report/report.html (metrics in $OUT/report/metrics.json)."
-echo "The three-minute demo GAN is a smoke test of the pipeline, not a physics-quality model:"
+echo "The demo GAN is a smoke test of the pipeline, not a physics-quality model:"
 echo "see configs/wgan_eplus.yaml and the README for the full-quality runs."
