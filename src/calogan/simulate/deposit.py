@@ -60,24 +60,23 @@ class Tracks:
         ``face_depths`` (n_layers + 1,) are the layer faces in those units along z and
         ``boundaries`` the same faces in mm; t, shower and the result have shape (K,).
         """
-        last = (boundaries[-1] - boundaries[-2]) / (face_depths[-1] - face_depths[-2])
-        fx = np.append(face_depths, face_depths[-1] + _FAR)
-        fz = np.append(boundaries, boundaries[-1] + _FAR * last)
-        if not self.tilted:
-            return np.interp(t, fx, fz)
-        # Along a tilted line every layer is 1/cos(theta) longer, in mm and in X0 alike.
-        c = self.cos_theta[shower]
-        return np.interp(t * c, fx, fz) / c
+        return self._along_track(t, shower, face_depths, boundaries)
 
     def depth_from_path(self, s: np.ndarray, shower: np.ndarray, face_depths: np.ndarray, boundaries: np.ndarray) -> np.ndarray:
         """The inverse of ``path_from_depth``: interaction or radiation lengths after s mm, (K,)."""
-        last = (face_depths[-1] - face_depths[-2]) / (boundaries[-1] - boundaries[-2])
-        fz = np.append(boundaries, boundaries[-1] + _FAR)
-        fx = np.append(face_depths, face_depths[-1] + _FAR * last)
+        return self._along_track(s, shower, boundaries, face_depths)
+
+    def _along_track(self, v: np.ndarray, shower: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+        """Map v (K,) from the face scale ``src`` to ``dst`` piecewise linearly, continuing past the
+        back face with the last layer's slope."""
+        last = (dst[-1] - dst[-2]) / (src[-1] - src[-2])
+        xs = np.append(src, src[-1] + _FAR)
+        ys = np.append(dst, dst[-1] + _FAR * last)
         if not self.tilted:
-            return np.interp(s, fz, fx)
+            return np.interp(v, xs, ys)
+        # Along a tilted line every layer is 1/cos(theta) longer, in mm and in X0 alike.
         c = self.cos_theta[shower]
-        return np.interp(s * c, fz, fx) / c
+        return np.interp(v * c, xs, ys) / c
 
     def crossed(self, s_end: np.ndarray, media: Media) -> tuple[np.ndarray, np.ndarray]:
         """(lo, lengths), each (n, L): where each track enters every layer (mm along it) and
