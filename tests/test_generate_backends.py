@@ -118,7 +118,7 @@ def test_cli_generate_option_errors(files, tmp_path, capsys):
 def test_device_selection_without_cuda(files):
     import torch
 
-    from calogan.fastsim import resolve_device
+    from calogan.runtime import resolve_device
 
     assert resolve_device("cpu") == "cpu"
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")

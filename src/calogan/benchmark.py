@@ -15,6 +15,7 @@ import numpy as np
 
 from calogan import __version__
 from calogan.errors import ConfigError
+from calogan.runtime import default_threads, resolve_device, resolve_threads, write_text
 
 __all__ = [
     "BACKENDS",
@@ -174,9 +175,8 @@ def _benchmark(model_path, onnx_path, reference, config: BenchmarkConfig, log) -
 
     from calogan.checkpoint import load_checkpoint
     from calogan.export import export_onnx, read_metadata
-    from calogan.fastsim import default_threads, resolve_device
 
-    threads = config.threads or default_threads()
+    threads = resolve_threads(config.threads, default=default_threads())
     devices = config.devices or (("cpu", "cuda") if torch.cuda.is_available() else ("cpu",))
     devices = tuple(resolve_device(d) for d in devices)
     torch.set_num_threads(threads)
@@ -382,16 +382,4 @@ def format_table(result: dict) -> str:
 
 def write_json(result: dict, path: str | Path, *, force: bool = False) -> Path:
     """Write the result atomically; an existing file is refused unless ``force``."""
-    path = Path(path)
-    if path.exists() and not force:
-        raise ConfigError(f"{path}: exists; pass --force to overwrite it")
-    if not path.parent.is_dir():
-        raise ConfigError(f"{path}: directory {path.parent} does not exist")
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return write_text(path, json.dumps(result, indent=2) + "\n", force=force, error=ConfigError)

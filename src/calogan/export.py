@@ -21,6 +21,7 @@ from calogan.data import particle_name
 from calogan.errors import CaloganError
 from calogan.geometry import Geometry, GeometryError
 from calogan.models.base import ConditionSpec
+from calogan.runtime import check_output, write_bytes
 
 __all__ = [
     "FORMAT",
@@ -229,7 +230,7 @@ def export_onnx(
     Before anything is written, onnxruntime runs the graph on ``n_check`` showers (spread
     over the training ranges, noise from ``latent_noise(seed, ...)``) and on a batch of one;
     both are compared with torch (``parity``). Above tolerance ``ExportError`` is raised and
-    no file appears; otherwise the file is written atomically (temporary file + rename).
+    no file appears; otherwise the file is written atomically (``calogan.runtime``).
     """
     import onnx
     import onnxruntime as ort
@@ -237,13 +238,7 @@ def export_onnx(
     from calogan.fastsim import latent_noise
 
     t0 = time.perf_counter()
-    path = Path(path)
-    if path.exists() and not force:
-        raise ExportError(f"{path}: exists; pass --force to overwrite it")
-    if path.is_dir():
-        raise ExportError(f"{path}: is a directory")
-    if not path.parent.is_dir():
-        raise ExportError(f"{path}: directory {path.parent} does not exist")
+    path = check_output(path, force=force, error=ExportError)
     if n_check < 2:
         raise ExportError(f"the parity check needs at least 2 showers, got {n_check}")
     # Export a CPU copy in eval mode: batch norm uses its running statistics, dropout is off.
@@ -315,13 +310,7 @@ def export_onnx(
         )
     _set_metadata(proto, {"parity": json.dumps(check.to_dict())})
     data = _serialise(proto)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_bytes(path, data, force=force, error=ExportError)
     return ExportReport(path, len(data), check, time.perf_counter() - t0, meta)
 
 

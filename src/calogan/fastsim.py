@@ -16,7 +16,6 @@ the models' ranges; ``load_router`` builds one from a small YAML table.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 from calogan.data import CONDITION_KEYS, particle_code, particle_name
 from calogan.errors import ConfigError
 from calogan.geometry import Geometry, load_geometry
+from calogan.runtime import default_threads, resolve_device, resolve_threads
 
 __all__ = [
     "BACKENDS",
@@ -40,11 +40,9 @@ __all__ = [
     "RouterConfig",
     "ShowerSimulator",
     "TorchBackend",
-    "default_threads",
     "latent_noise",
     "load_backend",
     "load_router",
-    "resolve_device",
     "track_conditions",
 ]
 
@@ -211,32 +209,6 @@ def _where(pdg: int, e: float, tracks: dict[str, np.ndarray], i: int) -> str:
             f" entering at ({tracks['x0'][i]:g}, {tracks['y0'][i]:g}) mm, theta {tracks['theta'][i]:.4g}, phi {tracks['phi'][i]:.4g} rad"
         )
     return text
-
-
-def default_threads() -> int:
-    """CPU threads to use by default: the cores this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not every platform has sched_getaffinity
-        return max(1, os.cpu_count() or 1)
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` (CUDA when present, else CPU), ``cpu`` or ``cuda[:i]``, checked against the machine."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return device
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} requested but this torch ({torch.__version__}) sees no CUDA device; use --device cpu")
-        index = device.partition(":")[2]
-        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
-            raise ConfigError(f"device {device!r}: there are {torch.cuda.device_count()} CUDA devices")
-        return device
-    raise ConfigError(f"device must be auto, cpu or cuda[:N], got {device!r}")
 
 
 # -- the interface ----------------------------------------------------------------------------
@@ -457,7 +429,7 @@ class TorchBackend(GeneratorBackend):
 class OnnxBackend(GeneratorBackend):
     """An exported ONNX file (``calogan export``) run by onnxruntime.
 
-    ``threads``: onnxruntime's intra-op threads (default: ``default_threads()``);
+    ``threads``: onnxruntime's intra-op threads (default: ``$CALOGAN_THREADS``, else ``default_threads()``);
     ``device`` ``cpu`` or ``cuda[:i]`` (needs onnxruntime's CUDAExecutionProvider).
     """
 
@@ -473,9 +445,7 @@ class OnnxBackend(GeneratorBackend):
         attrs.update(family=meta.family, source=str(path))
         super().__init__(meta.geometry, meta.conditions, meta.latent_dim, attrs, seed)
         self.path = Path(path)
-        self.threads = int(threads) if threads is not None else default_threads()
-        if self.threads < 1:
-            raise ConfigError(f"threads must be >= 1, got {threads}")
+        self.threads = resolve_threads(threads, default=default_threads())
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ import torch
 
 from calogan.errors import ConfigError
 from calogan.geometry import Geometry
+from calogan.runtime import AtomicOutput
 
 __all__ = [
     "TREND_OBSERVABLES",
@@ -219,8 +219,11 @@ _UNITS = {"e_inc": ("E", "GeV", 1.0), "x0": ("x0", "mm", 1.0), "y0": ("y0", "mm"
 _UNITS["phi"] = ("phi", "deg", 180 / np.pi)
 
 
-def draw_traversal(t: Traversal, geometry: Geometry, path: str | Path, *, difference: bool = False, title: str = "") -> Path:
-    """Draw a traversal to ``path`` (PNG/PDF by suffix), written atomically.
+def draw_traversal(
+    t: Traversal, geometry: Geometry, path: str | Path, *, difference: bool = False, title: str = "", force: bool = True
+) -> Path:
+    """Draw a traversal to ``path`` (PNG/PDF by suffix), written atomically (an existing file is
+    replaced unless ``force`` is false).
 
     One row of mean images per layer (columns: the values; axes in mm, rows = x vertical),
     energy on a log colour scale, or with ``difference`` each image minus the middle value's
@@ -288,13 +291,9 @@ def draw_traversal(t: Traversal, geometry: Geometry, path: str | Path, *, differ
     fixed = ", ".join(f"{k}={v * _UNITS[k][2]:.3g} {_UNITS[k][1]}" for k, v in t.conditions.items())
     kind = "difference to the middle point" if difference else "mean"
     fig.suptitle(title or f"traversal of {name}: {kind} of {t.n_average} showers, same noise ({fixed})", fontsize=9)
-    path = Path(path)
-    tmp = path.parent / f".{path.stem}.{os.getpid()}.tmp{path.suffix}"
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
+        with AtomicOutput(path, force=force) as out:
+            fig.savefig(out.tmp, dpi=110, bbox_inches="tight")
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return out.path

@@ -15,8 +15,6 @@ import json
 import math
 import os
 import re
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import numpy as np
 from calogan.errors import CaloganError
 from calogan.evaluation import Evaluation
 from calogan.metrics import energy_bin_index
+from calogan.runtime import AtomicOutput, write_text
 
 __all__ = ["OUTPUT_FILES", "ReportError", "check_output", "format_measurement", "render_html", "write_report"]
 
@@ -63,23 +62,12 @@ def _write_files(out: Path, files: dict[str, str], force: bool) -> None:
     check_output(out, force)
     if out.is_dir():
         for name, text in files.items():
-            tmp = out / f".{name}.{os.getpid()}.tmp"
-            try:
-                tmp.write_text(text, encoding="utf-8")
-                os.replace(tmp, out / name)
-            finally:
-                tmp.unlink(missing_ok=True)
+            write_text(out / name, text, force=force, error=ReportError)
         return
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with AtomicOutput(out, directory=True, error=ReportError) as folder:
         for name, text in files.items():
-            (tmp_dir / name).write_text(text, encoding="utf-8")
-        tmp_dir.chmod(0o755)
-        os.rename(tmp_dir, out)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
+            (folder.tmp / name).write_text(text, encoding="utf-8")
 
 
 def write_report(evaluation: Evaluation, out_dir: str | Path, *, force: bool = False, dpi: int = 80) -> dict[str, Path]:

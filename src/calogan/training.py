@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -20,6 +19,7 @@ from calogan.checkpoint import load_checkpoint, save_checkpoint
 from calogan.data import ShowerData
 from calogan.errors import CaloganError, ConfigError
 from calogan.models import build_model, config_from_dict, family_class, read_yaml
+from calogan.runtime import resolve_device, resolve_threads, write_text
 
 __all__ = ["GeneratorEMA", "TrainConfig", "TrainResult", "TrainState", "TrainingDiverged", "apply_overrides", "train"]
 
@@ -460,14 +460,6 @@ class _Monitor:
         self.bar.set_postfix(self.postfix, refresh=False)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"option device: {name!r} requested but CUDA is not available")
-    return torch.device(name)
-
-
 def _fingerprint(data: ShowerData) -> str:
     h = hashlib.sha1()
     h.update(np.ascontiguousarray(data.e_inc).tobytes())
@@ -661,9 +653,13 @@ def _start(config: TrainConfig, out: Path, *, resume: bool, force: bool) -> tupl
             raise ConfigError(f"{out}: holds a run already; pass --resume to continue it or --force to start again")
         out.mkdir(parents=True, exist_ok=True)
 
-    device = _device(config.device)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    try:
+        device = torch.device(resolve_device(config.device))
+    except ConfigError as err:
+        raise ConfigError(f"option {err}") from None
+    threads = resolve_threads(config.threads, default=None)
+    if threads is not None:
+        torch.set_num_threads(threads)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = config.tf32
         torch.backends.cudnn.allow_tf32 = config.tf32
@@ -678,7 +674,7 @@ def _start(config: TrainConfig, out: Path, *, resume: bool, force: bool) -> tupl
     sampler = _Sampler(len(train_data), config.seed)
     if ckpt is None:
         state = TrainState.create(config, _new_model(config, train_data), sampler, device)
-        _write_atomic(out / "config.yaml", config.to_yaml())
+        write_text(out / "config.yaml", config.to_yaml(), force=True, error=ConfigError)
         run.log.write_text("")
     else:
         if ckpt.training.get("data_fingerprint") != run.fingerprint:
@@ -755,9 +751,3 @@ def _describe_last(path: Path) -> str:
     if not path.exists():
         return "none was written yet"
     return f"{path} (step {int(torch.load(path, map_location='cpu', weights_only=True)['step'])})"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -23,7 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backends", default="torch,torch-compiled,onnxruntime,parametrized", help="comma-separated subset of the backends")
     p.add_argument("--devices", default=None, help="comma-separated devices, e.g. cpu,cuda (default: cpu, plus cuda when present)")
     p.add_argument(
-        "--threads", type=int, default=None, help="CPU threads of torch and onnxruntime (default: the cores this process may use)"
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads of torch and onnxruntime (default: $CALOGAN_THREADS, else the cores this process may use)",
     )
     p.add_argument("--min-time", type=float, default=1.0, help="seconds of timed calls per row, at least 5 calls (default 1)")
     p.add_argument("--max-row-seconds", type=float, default=120.0, help="skip a row estimated to take longer (default 120)")

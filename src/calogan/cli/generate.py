@@ -38,7 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda[:N] or auto (CUDA when present) (default cpu)")
     p.add_argument(
-        "--threads", type=int, default=None, help="CPU threads of torch or onnxruntime (default: the cores this process may use)"
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads of torch or onnxruntime (default: $CALOGAN_THREADS, else the cores this process may use)",
     )
     p.add_argument(
         "--precision",
@@ -61,9 +64,10 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from calogan.errors import ConfigError
-    from calogan.fastsim import default_threads, load_backend
+    from calogan.fastsim import load_backend
     from calogan.generate import conditions_from_file, generate_to_file, sample_conditions
     from calogan.io import inspect
+    from calogan.runtime import default_threads, resolve_threads
 
     if args.energy_from:
         if args.n is not None or args.energy is not None or args.condition:
@@ -78,9 +82,7 @@ def run(args: argparse.Namespace) -> int:
         extra[key.strip()] = rule
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    threads = args.threads if args.threads is not None else default_threads()
-    if threads < 1:
-        raise ConfigError(f"--threads must be >= 1, got {threads}")
+    threads = resolve_threads(args.threads, default=default_threads(), name="--threads")
     torch.set_num_threads(threads)
     model = load_backend(
         args.model, backend=args.backend, device=args.device, precision=args.precision, compile=args.compile, threads=threads
