@@ -7,6 +7,7 @@ import torch
 import yaml
 
 from calogan.checkpoint import save_checkpoint
+from calogan.config import config_from_dict
 from calogan.errors import ConfigError
 from calogan.export import export_onnx
 from calogan.fastsim import (
@@ -24,7 +25,7 @@ from calogan.fastsim import (
     track_conditions,
 )
 from calogan.geometry import Geometry, Layer
-from calogan.models import build_model, config_from_dict
+from calogan.models import build_model
 from calogan.models.base import ConditionSpec
 from calogan.simulate import simulate
 from calogan.transforms import ShowerTransform, TransformConfig

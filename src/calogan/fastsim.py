@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from calogan.config import config_from_dict, read_config
 from calogan.data import CONDITION_KEYS, particle_code, particle_name
 from calogan.errors import ConfigError
 from calogan.geometry import Geometry, load_geometry
@@ -741,9 +742,7 @@ def load_router(path: str | Path, *, seed: int | None = None) -> Router:
 
     Model paths are relative to the working directory, as in training configs.
     """
-    from calogan.models import config_from_dict, read_yaml
-
-    values = read_yaml(path, "routing table")
+    values = read_config(path, "routing table")
     try:
         config = config_from_dict(RouterConfig, values if values is not None else {}, where="")
         entries = [(f"routes[{i}]", r) for i, r in enumerate(config.routes)] + ([("fallback", config.fallback)] if config.fallback else [])
@@ -770,8 +769,6 @@ def load_router(path: str | Path, *, seed: int | None = None) -> Router:
 
 
 def _route_config(values, where: str) -> RouteConfig:
-    from calogan.models import config_from_dict
-
     try:
         return config_from_dict(RouteConfig, values, where=where)
     except ConfigError as err:

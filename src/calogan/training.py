@@ -16,9 +16,10 @@ import torch
 import yaml
 
 from calogan.checkpoint import load_checkpoint, save_checkpoint
+from calogan.config import config_from_dict, read_config
 from calogan.data import ShowerData
 from calogan.errors import CaloganError, ConfigError
-from calogan.models import build_model, config_from_dict, family_class, read_yaml
+from calogan.models import build_model, family_class
 from calogan.runtime import resolve_device, resolve_threads, write_text
 
 __all__ = ["GeneratorEMA", "TrainConfig", "TrainResult", "TrainState", "TrainingDiverged", "apply_overrides", "train"]
@@ -66,7 +67,10 @@ class TrainConfig:
     Machine: ``device`` ``auto`` (CUDA if present, else CPU), ``cpu`` or ``cuda[:i]``;
     ``precision`` ``bf16`` (autocast: for CUDA; it runs on a CPU too, which is how the tests
     cover that path, but is rarely faster there) or ``fp32``; ``tf32`` on CUDA; ``compile``
-    runs the generator through ``torch.compile``; ``threads`` sets torch's CPU threads.
+    runs the generator through ``torch.compile``; ``threads`` sets torch's CPU threads (when
+    unset: ``$CALOGAN_THREADS``, else torch's default). ``device`` and ``threads`` belong to the
+    machine, not to a recipe: the shipped configs leave them out and ``calogan train`` takes
+    them as ``--device`` and ``--threads``.
     """
 
     family: str = "wgan"
@@ -172,7 +176,8 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
-        return cls.from_dict(read_yaml(path, "config"), where=str(path))
+        """The config of a YAML file, its ``extends:`` chain resolved (``calogan.config.read_config``)."""
+        return cls.from_dict(read_config(path, "config"), where=str(path))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
