@@ -4,10 +4,10 @@ import torch
 
 from calogan.checkpoint import load_checkpoint, save_checkpoint
 from calogan.cli import main
-from calogan.data import ShowerData
+from calogan.data import Conditions, ShowerData
 from calogan.errors import ConfigError
 from calogan.fastsim import latent_noise
-from calogan.generate import Conditions, conditions_from_file, generate, generate_to_file, parse_values, sample_conditions
+from calogan.generate import conditions_from_file, generate, generate_to_file, parse_values, sample_conditions
 from calogan.io import inspect, read_showers, write_showers
 from calogan.models import build_model
 from calogan.models.base import ConditionSpec

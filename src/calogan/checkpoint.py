@@ -10,7 +10,11 @@ import torch
 
 from calogan import __version__
 from calogan.errors import CaloganError
+from calogan.geometry import Geometry, GeometryError
+from calogan.models import build_model
+from calogan.models.base import ConditionSpec
 from calogan.runtime import AtomicOutput
+from calogan.transforms import ShowerTransform
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "Checkpoint", "CheckpointError", "load_checkpoint", "save_checkpoint"]
 
@@ -87,11 +91,6 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
 
     The one loader: generation, evaluation, export and ``--resume`` all come through here.
     """
-    from calogan.geometry import Geometry, GeometryError
-    from calogan.models import build_model
-    from calogan.models.base import ConditionSpec
-    from calogan.transforms import ShowerTransform
-
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint")

@@ -74,6 +74,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from scipy.stats import ks_2samp
 
 from calogan import __version__
 from calogan import metrics as m
@@ -187,8 +188,6 @@ def to_json_value(x):
 
 
 def _distribution_mismatch(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    from scipy.stats import ks_2samp
-
     result = ks_2samp(a, b)
     return float(result.statistic), float(result.pvalue)
 

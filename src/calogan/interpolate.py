@@ -8,9 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.colors import LogNorm, TwoSlopeNorm
+from matplotlib.figure import Figure
 
 from calogan.errors import ConfigError
 from calogan.geometry import Geometry
+from calogan.observables import centroid, total_energy, width
 from calogan.runtime import AtomicOutput
 
 __all__ = [
@@ -90,8 +93,6 @@ def traverse(
     mm, rad); ``particle`` (PDG code) picks the class of a model over several particles. The
     model runs in eval mode; the same ``n_average`` latent vectors serve every value.
     """
-    from calogan import observables as obs
-
     spec = model.conditions
     if key not in spec.keys:
         raise ConfigError(f"--vary {key}: the model is conditioned on {', '.join(spec.keys)} only")
@@ -119,7 +120,7 @@ def traverse(
     model.eval()
     device = model.device
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    z = torch.randn(n_average, model.latent(1).shape[1], generator=gen).to(device)  # (n, latent): the same for every value
+    z = torch.randn(n_average, model.config.latent_dim, generator=gen).to(device)  # (n, latent): the same for every value
     geometry = model.geometry
     means, per_value = [], {"centroid_x": [], "centroid_y": [], "width_x": [], "width_y": [], "e_tot": []}
     for v in values:
@@ -127,15 +128,14 @@ def traverse(
         if len(particles) > 1:
             row += [1.0 if p == particle else 0.0 for p in particles]
         cond = torch.tensor([row] * n_average, dtype=torch.float32, device=device)
-        x = model(cond, z)
-        cells = model.transform.inverse(x, cond[:, 0]).double().cpu().numpy()  # (n, n_cells) MeV
+        cells = model.sample_cells(cond, z).double().cpu().numpy()  # (n, n_cells) MeV
         means.append(cells.mean(axis=0))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a layer empty in every shower gives NaN
             for axis in ("x", "y"):
-                per_value[f"centroid_{axis}"].append(np.nanmean(obs.centroid(cells, geometry, axis), axis=0))
-                per_value[f"width_{axis}"].append(np.nanmean(obs.width(cells, geometry, axis), axis=0))
-        per_value["e_tot"].append(obs.total_energy(cells).mean())
+                per_value[f"centroid_{axis}"].append(np.nanmean(centroid(cells, geometry, axis), axis=0))
+                per_value[f"width_{axis}"].append(np.nanmean(width(cells, geometry, axis), axis=0))
+        per_value["e_tot"].append(total_energy(cells).mean())
     fixed_out = {k: float(base[k]) for k in spec.keys if k != key}
     return Traversal(key, values, fixed_out, n_average, np.stack(means), {k: np.asarray(v) for k, v in per_value.items()})
 
@@ -191,8 +191,6 @@ def data_trends(data, key: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The same trends shower by shower in a file whose showers carry condition ``key``
     (Geant4 or generated at the same conditions): compare a model's with Geant4's.
     {observable: (slope, r)} as in ``traversal_trends``."""
-    from calogan import observables as obs
-
     if key not in TREND_OBSERVABLES:
         raise ConfigError(f"no trend is defined against {key!r} (only {', '.join(TREND_OBSERVABLES)}): it is periodic or unknown")
     if key == "e_inc":
@@ -207,10 +205,10 @@ def data_trends(data, key: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         warnings.simplefilter("ignore", RuntimeWarning)  # empty layers give NaN, left out
         for name in TREND_OBSERVABLES[key]:
             if name == "e_tot":
-                o = obs.total_energy(cells)
+                o = total_energy(cells)
             else:
                 kind, axis = name.split("_")
-                o = (obs.centroid if kind == "centroid" else obs.width)(cells, data.geometry, axis)
+                o = (centroid if kind == "centroid" else width)(cells, data.geometry, axis)
             out[name] = linear_trend(values, o)
     return out
 
@@ -230,17 +228,11 @@ def draw_traversal(
     on a diverging scale (blue: less energy, as in fig. 5 of seed 003); a last row plots the
     centroid (x0, y0, phi traversals), the width (theta) or E_tot (energy) against the value.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm, TwoSlopeNorm
-
     name, unit, factor = _UNITS[t.key]
     shown = t.values * factor
     n_steps, n_layers = len(t.values), geometry.n_layers
     mid = n_steps // 2
-    fig = plt.figure(figsize=(1.6 * n_steps + 1.5, 1.7 * (n_layers + 1.4)))
+    fig = Figure(figsize=(1.6 * n_steps + 1.5, 1.7 * (n_layers + 1.4)))
     grid = fig.add_gridspec(n_layers + 1, n_steps + 1, width_ratios=[1] * n_steps + [0.08], height_ratios=[1] * n_layers + [1.4])
     for li, layer in enumerate(geometry.layers):
         images = t.mean_cells[:, geometry.layer_slice(li)].reshape(n_steps, *layer.shape)
@@ -291,9 +283,6 @@ def draw_traversal(
     fixed = ", ".join(f"{k}={v * _UNITS[k][2]:.3g} {_UNITS[k][1]}" for k, v in t.conditions.items())
     kind = "difference to the middle point" if difference else "mean"
     fig.suptitle(title or f"traversal of {name}: {kind} of {t.n_average} showers, same noise ({fixed})", fontsize=9)
-    try:
-        with AtomicOutput(path, force=force) as out:
-            fig.savefig(out.tmp, dpi=110, bbox_inches="tight")
-    finally:
-        plt.close(fig)
+    with AtomicOutput(path, force=force) as out:
+        fig.savefig(out.tmp, dpi=110, bbox_inches="tight")
     return out.path

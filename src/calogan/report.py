@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from calogan import plotting
 from calogan.errors import CaloganError
 from calogan.evaluation import Evaluation
 from calogan.metrics import energy_bin_index
@@ -268,8 +269,6 @@ def _summary_section(ev: Evaluation) -> str:
 
 
 def _images_section(ev: Evaluation, dpi: int) -> str:
-    from calogan import plotting
-
     g = ev.geometry
     labels = [s.label for s in ev.samples]
     fig = plotting.mean_images_figure(ev.mean_images, labels, g)
@@ -291,8 +290,6 @@ def _images_section(ev: Evaluation, dpi: int) -> str:
 
 
 def _resolution_section(ev: Evaluation, dpi: int) -> str:
-    from calogan import plotting
-
     labels = [s.label for s in ev.samples]
     fig = plotting.resolution_figure(ev.resolution, ev.resolution_fits, labels)
     out = _figure(
@@ -365,8 +362,6 @@ def _observable_table(ev: Evaluation, k: int | None) -> str:
 
 
 def _observables_section(ev: Evaluation, dpi: int) -> str:
-    from calogan import plotting
-
     labels = [s.label for s in ev.samples]
     names = [o["name"] for o in ev.metrics["observables"]]
     n_bins = ev.metrics["settings"]["hist_bins"]
@@ -393,8 +388,6 @@ def _observables_section(ev: Evaluation, dpi: int) -> str:
 
 
 def _energy_bins_section(ev: Evaluation, dpi: int) -> str:
-    from calogan import plotting
-
     labels = [s.label for s in ev.samples]
     names = [o["name"] for o in ev.metrics["observables"]]
     n_bins = ev.metrics["settings"]["hist_bins"]
@@ -440,8 +433,6 @@ def _energy_bins_section(ev: Evaluation, dpi: int) -> str:
 
 
 def _spectrum_section(ev: Evaluation, dpi: int) -> str:
-    from calogan import plotting
-
     labels = [s.label for s in ev.samples]
     fig = plotting.spectrum_figure(ev.spectra, labels)
     thr = ev.metrics["settings"]["threshold_mev"]
@@ -511,8 +502,6 @@ def _classifier_section(ev: Evaluation) -> str:
 
 
 def _nearest_section(ev: Evaluation, dpi: int) -> str:
-    from calogan import plotting
-
     labels = [s.label for s in ev.samples]
     fig = plotting.nn_distance_figure(ev.nearest, labels)
     out = _figure(

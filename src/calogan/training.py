@@ -14,13 +14,19 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from tqdm.auto import tqdm
 
 from calogan.checkpoint import load_checkpoint, save_checkpoint
 from calogan.config import config_from_dict, read_config
-from calogan.data import ShowerData
+from calogan.data import Conditions, ShowerData
 from calogan.errors import CaloganError, ConfigError
+from calogan.generate import generate
+from calogan.io import inspect, read_showers
+from calogan.metrics import energy_bin_edges, energy_chi2, response_resolution
 from calogan.models import build_model, family_class
+from calogan.models.base import ConditionSpec
 from calogan.runtime import resolve_device, resolve_threads, write_text
+from calogan.transforms import ShowerTransform, TransformConfig
 
 __all__ = ["GeneratorEMA", "TrainConfig", "TrainResult", "TrainState", "TrainingDiverged", "apply_overrides", "train"]
 
@@ -153,8 +159,6 @@ class TrainConfig:
         if not self.conditions or self.conditions[0] != "e_inc":
             bad("conditions", f"must start with e_inc, got {list(self.conditions)}")
         # Check the nested options now, before any data is read.
-        from calogan.transforms import TransformConfig
-
         config_from_dict(TransformConfig, self.transform, "transform")
         config_from_dict(family_class(self.family).config_class, self.model, "model")
 
@@ -420,8 +424,6 @@ class _Monitor:
     _SHOWN = ("d_loss", "g_loss", "w", "w_phys", "res_ratio")
 
     def __init__(self, run: _Run, step: int) -> None:
-        from tqdm.auto import tqdm
-
         c = run.config
         self.run = run
         self.bar = tqdm(total=c.max_steps, initial=step, disable=not c.progress, unit="step", dynamic_ncols=True, desc=f"train {c.family}")
@@ -473,8 +475,6 @@ def _fingerprint(data: ShowerData) -> str:
 
 
 def _load_data(config: TrainConfig) -> tuple[ShowerData, ShowerData | None, dict]:
-    from calogan.io import inspect, read_showers
-
     if not config.data:
         raise ConfigError("no training data: set 'data' in the config or pass --data FILE")
     data = read_showers(config.data, geometry=config.geometry)
@@ -504,9 +504,6 @@ def _optimizer(config: TrainConfig, params, lr: float) -> torch.optim.Optimizer:
 
 def _validate(model, val: ShowerData, config: TrainConfig) -> dict[str, float]:
     """chi2/ndf of E_tot per incident-energy bin between validation and generated showers."""
-    from calogan.generate import Conditions, generate
-    from calogan.metrics import energy_bin_edges, energy_chi2, response_resolution
-
     conds = Conditions.from_data(val)
     if config.val_copies > 1:
         conds = conds.select(np.tile(np.arange(len(val)), config.val_copies))
@@ -633,9 +630,6 @@ def _resume_checkpoint(config: TrainConfig, out: Path):
 
 
 def _new_model(config: TrainConfig, train_data: ShowerData):
-    from calogan.models.base import ConditionSpec
-    from calogan.transforms import ShowerTransform, TransformConfig
-
     transform = ShowerTransform.fit(config_from_dict(TransformConfig, config.transform, "transform"), train_data.cells, train_data.e_inc)
     spec = ConditionSpec.from_data(train_data, tuple(config.conditions))
     model = build_model(config.family, train_data.geometry, spec, transform, config.model)

@@ -237,10 +237,6 @@ class WGAN(GANModel):
             self.noise_scale.weight[:, 0] = slope.to(self.noise_scale.weight)
             self.noise_scale.bias.copy_((log_s.mean(0) - slope * c_e.mean()).to(self.noise_scale.bias))
 
-    def latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        device = generator.device if generator is not None else self.device
-        return torch.randn(n, self.config.latent_dim, generator=generator, device=device).to(self.device)
-
     def forward(self, cond: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         if z is None:
             z = self.latent(cond.shape[0])
