@@ -354,8 +354,15 @@ class ShowerWriter:
     complete file. ``path`` is checked at construction: an existing file is refused unless
     ``force=True``, and so is any of ``inputs`` (the files the showers come from).
 
-    >>> # with ShowerWriter("gen.h5", geometry, attrs={"particle": "e+"}) as w:
-    >>> #     for chunk in chunks: w.write(chunk)
+    >>> import tempfile
+    >>> g = preset("calogan")
+    >>> path = Path(tempfile.mkdtemp()) / "gen.h5"
+    >>> chunks = [ShowerData(g, np.ones((n, g.n_cells), np.float32), np.full(n, 10.0)) for n in (3, 2)]
+    >>> with ShowerWriter(path, g, attrs={"particle": "e+"}) as w:
+    ...     for chunk in chunks:
+    ...         w.write(chunk)
+    >>> inspect(path).n, inspect(path).particle
+    (5, 'e+')
     """
 
     def __init__(
