@@ -320,7 +320,7 @@ def evaluate(reference: Sample, candidates: list[Sample], config: EvaluationConf
     try:
         edges = m.energy_bin_edges(ref.e_inc, config.energy_bins)
     except m.MetricError as err:
-        raise EvaluationError(f"--energy-bins: {err}") from None
+        raise EvaluationError(f"energy_bins: {err}") from None
     bin_of = [m.energy_bin_index(s.data.e_inc, edges) for s in samples]
     n_ebins = len(edges) - 1
     spectra = []

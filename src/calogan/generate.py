@@ -20,7 +20,8 @@ DEFAULT_BATCH = 10000
 
 def parse_values(text: str, name: str = "--energy"):
     """A sampling rule from text: ``A:B`` uniform, ``A:B:log`` log-uniform, ``v1,v2,...``
-    discrete values drawn with equal probability, ``v`` one value.
+    discrete values drawn with equal probability, ``v`` one value. ``name`` says in errors
+    where the text came from (a parameter or a command-line flag).
 
     Returns a function ``(rng, n) -> (n,) float64``.
     """
@@ -62,16 +63,16 @@ def sample_conditions(
     depend on ``seed`` and ``n``, not on ``chunk_size``.
     """
     if n < 1:
-        raise ConfigError(f"-n must be >= 1, got {n}")
+        raise ConfigError(f"n must be >= 1, got {n}")
     extra = dict(extra or {})
     unknown = sorted(set(extra) - set(spec.keys[1:]))
     if unknown:
         raise ConfigError(f"the model is not conditioned on {unknown}; its conditions: {', '.join(spec.keys)}")
     pdg = _particle(spec, particle)
-    e_rule = parse_values(energy, "--energy")
+    e_rule = parse_values(energy, "energy")
     rules = {}
     for key, (lo, hi) in zip(spec.keys[1:], spec.ranges[1:]):
-        rules[key] = parse_values(extra[key], f"--condition {key}") if key in extra else parse_values(f"{lo}:{hi}")
+        rules[key] = parse_values(extra[key], f"extra {key}") if key in extra else parse_values(f"{lo}:{hi}")
     # One stream per condition, each drawn in order: the values do not depend on chunk_size.
     rng = np.random.default_rng([seed, 0])
     rngs = {key: np.random.default_rng([seed, spec.keys.index(key)]) for key in rules}
@@ -80,7 +81,7 @@ def sample_conditions(
         m = min(chunk_size, n - start)
         e = e_rule(rng, m)
         if (e <= 0).any():
-            raise ConfigError(f"--energy {energy!r} gives non-positive energies")
+            raise ConfigError(f"energy {energy!r} gives non-positive energies")
         conds = {k: rule(rngs[k], m) for k, rule in rules.items()}
         warned = warned or _warn_outside(spec, e, conds)
         yield Conditions(e, np.full(m, pdg, np.int32), conds)
@@ -175,11 +176,11 @@ def _particle(spec, particle) -> int:
             return known[0]
         if not known:
             return 0
-        raise ConfigError(f"the model knows several particles ({', '.join(particle_name(p) for p in known)}): pass --particle")
+        raise ConfigError(f"particle: the model knows several particles ({', '.join(particle_name(p) for p in known)}); name one")
     try:
         code = particle_code(particle)
     except ValueError as err:
-        raise ConfigError(f"--particle: {err}") from None
+        raise ConfigError(f"particle: {err}") from None
     _particle_check(spec, [code], "")
     return code
 

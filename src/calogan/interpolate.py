@@ -95,12 +95,12 @@ def traverse(
     """
     spec = model.conditions
     if key not in spec.keys:
-        raise ConfigError(f"--vary {key}: the model is conditioned on {', '.join(spec.keys)} only")
+        raise ConfigError(f"key {key}: the model is conditioned on {', '.join(spec.keys)} only")
     unknown = sorted(set(fixed or {}) - set(spec.keys))
     if unknown:
-        raise ConfigError(f"--fix {unknown[0]}: the model is conditioned on {', '.join(spec.keys)} only")
+        raise ConfigError(f"fixed {unknown[0]}: the model is conditioned on {', '.join(spec.keys)} only")
     if n_average < 1:
-        raise ConfigError(f"--n-average must be >= 1, got {n_average}")
+        raise ConfigError(f"n_average must be >= 1, got {n_average}")
     values = np.asarray(values, dtype=np.float64).reshape(-1)
     if values.size < 2:
         raise ConfigError("a traversal needs at least 2 steps")
@@ -113,9 +113,9 @@ def traverse(
     particles = spec.particles
     if len(particles) > 1:
         if particle is None:
-            raise ConfigError(f"the model covers several particles {list(particles)}: pass --particle")
+            raise ConfigError(f"particle: the model covers several particles {list(particles)}; name one")
         if particle not in particles:
-            raise ConfigError(f"particle {particle} is not one of the model's {list(particles)}")
+            raise ConfigError(f"particle: {particle} is not one of the model's {list(particles)}")
 
     model.eval()
     device = model.device

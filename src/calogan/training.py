@@ -476,7 +476,7 @@ def _fingerprint(data: ShowerData) -> str:
 
 def _load_data(config: TrainConfig) -> tuple[ShowerData, ShowerData | None, dict]:
     if not config.data:
-        raise ConfigError("no training data: set 'data' in the config or pass --data FILE")
+        raise ConfigError("no training data: set 'data' in the config (calogan train: --data FILE)")
     data = read_showers(config.data, geometry=config.geometry)
     attrs = {k: v for k, v in inspect(config.data, data.geometry).attrs.items() if isinstance(v, (str, int, float))}
     if config.exclude_energy:

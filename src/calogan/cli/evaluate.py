@@ -115,6 +115,7 @@ def _summary_lines(metrics: dict) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from calogan.cli import flag_names
     from calogan.evaluation import EvaluationConfig, Sample, evaluate
     from calogan.report import check_output, write_report
 
@@ -153,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
         data, info = _load(path, args.geometry, args.max_showers, args.seed + i, args.strict)
         samples.append(Sample(label, data, str(info.path)))
     t_read = time.perf_counter() - t0
-    evaluation = evaluate(samples[0], samples[1:], config, progress=say)
+    with flag_names(energy_bins="--energy-bins"):
+        evaluation = evaluate(samples[0], samples[1:], config, progress=say)
     evaluation.metrics["timings_s"] = {"read": round(t_read, 3), **evaluation.metrics["timings_s"]}
     say("writing the report")
     paths = write_report(evaluation, out, force=args.force)

@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
+    from calogan.cli import flag_names
     from calogan.data import particle_code
     from calogan.errors import ConfigError
     from calogan.runtime import check_output, write_text
@@ -108,9 +109,10 @@ def run(args: argparse.Namespace) -> int:
     from calogan.interpolate import data_trends, draw_traversal, traversal_trends, traverse
 
     ckpt = load_checkpoint(args.model)
-    t = traverse(
-        ckpt.model, args.vary, np.linspace(a, b, args.steps), fixed=fixed, particle=particle, n_average=args.n_average, seed=args.seed
-    )
+    with flag_names(key="--vary", fixed="--fix", particle="--particle", n_average="--n-average"):
+        t = traverse(
+            ckpt.model, args.vary, np.linspace(a, b, args.steps), fixed=fixed, particle=particle, n_average=args.n_average, seed=args.seed
+        )
     difference = args.vary == "theta" if args.difference is None else args.difference
     draw_traversal(t, ckpt.model.geometry, outputs[0], difference=difference, force=args.force)
 
