@@ -1,4 +1,8 @@
-"""Latent traversals: one condition swept with the noise held fixed (figs. 3-5 of seed 003)."""
+"""Latent traversals: one condition swept with the noise held fixed.
+
+As in figs. 3-5 of "Controlling Physical Attributes in GAN-Accelerated Simulation of
+Electromagnetic Calorimeters" (de Oliveira, Paganini and Nachman, arXiv:1711.08813).
+"""
 
 from __future__ import annotations
 
@@ -140,7 +144,7 @@ def traverse(
     return Traversal(key, values, fixed_out, n_average, np.stack(means), {k: np.asarray(v) for k, v in per_value.items()})
 
 
-# The observables that should follow each condition (seed 003 figs. 3-5): the centroid follows
+# The observables that should follow each condition (figs. 3-5 of arXiv:1711.08813): the centroid follows
 # the impact point, the width grows with the polar angle, E_tot with the energy. The azimuth
 # has none: it is periodic, so a straight-line trend against it means nothing.
 TREND_OBSERVABLES = {
@@ -225,7 +229,7 @@ def draw_traversal(
 
     One row of mean images per layer (columns: the values; axes in mm, rows = x vertical),
     energy on a log colour scale, or with ``difference`` each image minus the middle value's
-    on a diverging scale (blue: less energy, as in fig. 5 of seed 003); a last row plots the
+    on a diverging scale (blue: less energy, as in fig. 5 of arXiv:1711.08813); a last row plots the
     centroid (x0, y0, phi traversals), the width (theta) or E_tot (energy) against the value.
     """
     name, unit, factor = _UNITS[t.key]

@@ -57,9 +57,9 @@ class TrainConfig:
     learning rates ``lr_g`` and ``lr_d``, ``batch_size``. One *step* is ``d_steps``
     discriminator updates on consecutive batches of one big batch of ``d_steps *
     batch_size`` showers, then ``g_steps`` generator updates. The generator's conditions
-    (``condition_sampling``, seed 001): ``batch`` reuses the last discriminator batch's,
-    ``big_batch`` draws ``batch_size`` of the big batch's, ``dataset`` draws from the whole
-    training set. ``ema_decay`` (off by default) keeps an exponential moving average of the
+    (``condition_sampling``, the choices of the ATLAS GAN, arXiv:2109.02551): ``batch``
+    reuses the last discriminator batch's, ``big_batch`` draws ``batch_size`` of the big
+    batch's, ``dataset`` draws from the whole training set. ``ema_decay`` (off by default) keeps an exponential moving average of the
     generator's weights, updated after every step (``GeneratorEMA``); validation, ``best.pt``
     and so everything generated from it use the averaged weights, ``last.pt`` holds both.
 
@@ -498,7 +498,7 @@ def _load_data(config: TrainConfig) -> tuple[ShowerData, ShowerData | None, dict
 def _optimizer(config: TrainConfig, params, lr: float) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, betas=tuple(config.betas))
-    # seed 001: momentum can work against you in adversarial training -> RMSProp
+    # the ATLAS GAN's finding: momentum can work against you in adversarial training -> RMSProp
     return torch.optim.RMSprop(params, lr=lr, alpha=config.rmsprop_alpha)
 
 

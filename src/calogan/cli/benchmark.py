@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, help="checkpoint, e.g. runs/wgan_eplus/best.pt (speed does not depend on its training)")
     p.add_argument("--onnx", help="its export (calogan export); default: exported on the spot, parity-checked")
-    p.add_argument("--reference", help="Geant4 file with g4_cpu_seconds, e.g. ../shared/data/geant4/g4_eplus_active.h5")
+    p.add_argument("--reference", help="Geant4 file with g4_cpu_seconds, e.g. g4_eplus_active.h5")
     p.add_argument("--batch-sizes", default="1,16,128,1024,8192", help="comma-separated batch sizes (default 1,16,128,1024,8192)")
     p.add_argument("--backends", default="torch,torch-compiled,onnxruntime,parametrized", help="comma-separated subset of the backends")
     p.add_argument("--devices", default=None, help="comma-separated devices, e.g. cpu,cuda (default: cpu, plus cuda when present)")
