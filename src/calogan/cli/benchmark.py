@@ -48,10 +48,9 @@ def _list(text: str, option: str, kind=str) -> tuple:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from calogan.benchmark import HEADER, BenchmarkConfig, format_row, format_table, run_benchmark, write_json
     from calogan.errors import ConfigError
+    from calogan.runtime import check_output
 
     config = BenchmarkConfig(
         batch_sizes=_list(args.batch_sizes, "--batch-sizes", int),
@@ -61,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
         min_time=args.min_time,
         max_row_seconds=args.max_row_seconds,
     )
-    if args.output and Path(args.output).exists() and not args.force:
-        raise ConfigError(f"{args.output}: exists; pass --force to overwrite it")
+    if args.output:  # refuse a bad output now, not after minutes of timing
+        check_output(args.output, force=args.force, inputs=[args.model, *([args.onnx] if args.onnx else [])], error=ConfigError)
     print(HEADER, flush=True)
     result = run_benchmark(
         args.model, onnx_path=args.onnx, reference=args.reference, config=config, log=lambda row: print(format_row(row), flush=True)
