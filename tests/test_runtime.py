@@ -1,6 +1,14 @@
 """The one output discipline (validate first, temporary, no-replace move, cleanup) and device/thread choice."""
 
 import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import warnings
+import weakref
+from pathlib import Path
 
 import pytest
 
@@ -8,13 +16,21 @@ from calogan import runtime
 from calogan.errors import ConfigError
 from calogan.runtime import (
     AtomicOutput,
+    Interrupted,
     OutputError,
+    StaleTemporaryWarning,
+    atomic_outputs,
     check_output,
+    check_output_folder,
+    check_outputs,
     move_no_replace,
     resolve_device,
     resolve_threads,
+    stale_temporaries,
+    stop_on_signals,
     write_bytes,
     write_text,
+    writer_alive,
 )
 
 
@@ -138,3 +154,147 @@ def test_threads_and_device(monkeypatch):
     assert resolve_device("cpu") == "cpu"
     with pytest.raises(ConfigError, match="device must be auto, cpu or cuda"):
         resolve_device("gpu")
+
+
+def dead_pid() -> int:
+    """The id of a process that has ended (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_temporaries_of_killed_writers_are_removed_and_live_ones_kept(tmp_path):
+    pid, host = dead_pid(), runtime._HOST
+    other = "ffffff" if host != "ffffff" else "eeeeee"
+    names = {
+        "dead": f".gen.h5.{host}-{pid}-0123abcd.tmp.h5",
+        "dead_old_style": f".gen.h5.{pid}-0123abcd.tmp.h5",  # calogan 0.1.0's names carry no host
+        "dead_folder": f".report.{host}-{pid}-0123abcd.tmp",
+        "live": f".gen.h5.{host}-{os.getppid()}-0123abcd.tmp.h5",
+        "other_host": f".gen.h5.{other}-{pid}-0123abcd.tmp.h5",
+        "not_ours": ".gen.h5.tmp",
+    }
+    for key, name in names.items():
+        if key == "dead_folder":
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "metrics.json").write_text("{}")
+        else:
+            (tmp_path / name).write_bytes(b"half")
+    assert stale_temporaries(tmp_path) == sorted(tmp_path / names[k] for k in ("dead", "dead_old_style", "dead_folder"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with AtomicOutput(tmp_path / "new.txt") as out:  # the next run writing into the folder cleans up
+            assert re.fullmatch(rf"\.new\.txt\.{host}-{os.getpid()}-[0-9a-f]{{8}}\.tmp\.txt", out.tmp.name)
+            out.tmp.write_text("whole")
+    said = sorted(str(w.message) for w in caught if w.category is StaleTemporaryWarning)
+    assert said == sorted(
+        f"removed {tmp_path / names[k]}, left by calogan process {pid}, which was killed before it could clean up"
+        for k in ("dead", "dead_old_style", "dead_folder")
+    )
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(["new.txt", names["live"], names["other_host"], names["not_ours"]])
+    assert writer_alive(os.getpid()) and not writer_alive(pid) and writer_alive(pid, other)
+
+
+def test_outputs_of_one_run_differ_and_appear_together(tmp_path):
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    with pytest.raises(OutputError, match="a.h5: given twice as an output"):
+        check_outputs([a, tmp_path / "sub" / ".." / "a.h5"])
+    with pytest.raises(OutputError, match="a.h5: is also an input"):
+        check_outputs([b, a], inputs=[a])
+    with pytest.raises(OutputError, match="b.h5: appeared while calogan was writing it"):
+        with atomic_outputs([a, b]) as (out_a, out_b):
+            out_a.tmp.write_text("a")
+            out_b.tmp.write_text("b")
+            b.write_text("theirs")  # another process takes the second name meanwhile
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.h5"] and b.read_text() == "theirs"  # the first went again
+    with atomic_outputs([a, tmp_path / "c.h5"]) as outs:
+        for out in outs:
+            out.tmp.write_text(out.path.name)
+    assert a.read_text() == "a.h5" and (tmp_path / "c.h5").read_text() == "c.h5"
+
+
+def test_output_folders(tmp_path):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.json").write_text("{}")
+    assert check_output_folder(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    assert check_output_folder(tmp_path / "run", files=("report.html",)) == tmp_path / "run"
+    cases = [
+        (dict(path=tmp_path / "run", files=("metrics.json",)), "run: already holds metrics.json; pass --force"),
+        (dict(path=tmp_path / "file"), "file: exists and is not a directory"),
+        (dict(path=tmp_path / "file", inputs=[tmp_path / "file"]), "file: is also an input"),
+        (dict(path=tmp_path / "file" / "run"), r"file/run: .*file is a file, not a directory"),
+        (dict(path=tmp_path / "file" / "a" / "b"), r"file/a/b: .*file is a file, not a directory"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(OutputError, match=message):
+            check_output_folder(**kwargs)
+
+
+def test_read_only_folders_are_refused_before_any_work(tmp_path, monkeypatch):
+    """A read-only file system (or folder) refuses access(W_OK) even to root, who writes into read-only
+    folders otherwise: the check asks access(), mocked here to say what a read-only mount says."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = os.access
+    monkeypatch.setattr(runtime.os, "access", lambda p, mode: False if Path(p) == ro and mode & os.W_OK else real(p, mode))
+    for call, message in [
+        (lambda: check_output(ro / "x.h5"), "ro/x.h5: directory .*ro is not writable"),
+        (lambda: check_output_folder(ro / "new" / "run"), "ro/new/run: directory .*ro is not writable"),
+        (lambda: check_output_folder(ro), "ro: directory is not writable"),
+        (lambda: AtomicOutput(ro / "x.h5"), "ro/x.h5: directory .*ro is not writable"),
+    ]:
+        with pytest.raises(OutputError, match=message):
+            call()
+    assert os.listdir(ro) == []
+
+
+class _Object:
+    pass
+
+
+@pytest.fixture
+def ctrl_c():
+    """SIGINT as in an interactive shell; a test runner started in the background (``cmd &``)
+    inherits it ignored, which calogan respects."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_an_interrupt_swallowed_by_a_callback_is_raised_again(capfd, ctrl_c):
+    """Python drops an exception raised inside a weak-reference callback (h5py's WeakValueDictionary of
+    HDF5 identifiers runs one whenever an identifier dies): a Ctrl-C handled there would be lost."""
+
+    def callback(ref):  # a signal arriving while a callback runs: its handler runs inside the callback
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(100):
+            pass
+
+    t0 = time.perf_counter()
+    with pytest.raises(Interrupted) as caught, stop_on_signals() as state:
+        obj = _Object()
+        ref = weakref.ref(obj, callback)
+        del obj
+        while time.perf_counter() - t0 < 5:
+            pass
+    assert caught.value.exit_code == 130 and state.redelivered == 1 and ref() is None
+    assert time.perf_counter() - t0 < 1
+    assert "Exception ignored" not in capfd.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_sigterm_unwinds_like_ctrl_c_and_ignored_signals_stay_ignored(tmp_path):
+    with pytest.raises(Interrupted) as caught, stop_on_signals(), AtomicOutput(tmp_path / "x.txt") as out:
+        out.tmp.write_text("half")
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):
+            pass
+    assert caught.value.exit_code == 143 and os.listdir(tmp_path) == []
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with stop_on_signals():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # nohup or a background job: left as the user set it
+    finally:
+        signal.signal(signal.SIGINT, previous)
