@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -53,7 +55,7 @@ def test_errors_name_the_file(model, tmp_path):
         load_checkpoint(tmp_path / "nope.pt")
     text = tmp_path / "text.pt"
     text.write_text("hello")
-    with pytest.raises(CheckpointError, match=r"text\.pt: not a readable calogan checkpoint"):
+    with pytest.raises(CheckpointError, match=r"text\.pt: not a calogan checkpoint \(it does not start like the zip archive"):
         load_checkpoint(text)
     other = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(2)}, other)
@@ -66,3 +68,28 @@ def test_errors_name_the_file(model, tmp_path):
     torch.save(bad, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match=r"bad\.pt: cannot rebuild the 'wgan' model"):
         load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_files_are_recognised_before_anything_unpickles_them(model, tmp_path, monkeypatch):
+    """Empty, truncated, foreign and legacy files are refused by their first bytes: torch.load never sees them."""
+    good = save_checkpoint(tmp_path / "good.pt", model, step=0)
+    data = good.read_bytes()
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"step": 1}, legacy, _use_new_zipfile_serialization=False)
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as z:
+        z.writestr("notes.txt", "x")
+    files = {
+        "empty.pt": (b"", "empty file (0 bytes), not a checkpoint"),
+        "showers.pt": (b"\x89HDF\r\n\x1a\n" + bytes(100), "an HDF5 file (showers?), not a checkpoint"),
+        "model.onnx": (b"\x08\x07\x12\x07pytorch", "an ONNX export, not a checkpoint"),
+        "legacy.pt": (legacy.read_bytes(), "a pickle in torch's legacy format"),
+        "other.pt": ((tmp_path / "other.zip").read_bytes(), "a zip archive but not a torch checkpoint"),
+        "cut.pt": (data[: len(data) // 2], "a truncated or damaged checkpoint"),
+    }
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load reached"))
+    for name, (content, message) in files.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(CheckpointError, match=rf"{re.escape(name)}: {re.escape(message)}"):
+            load_checkpoint(tmp_path / name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -75,8 +76,11 @@ class BenchmarkConfig:
             raise ConfigError(f"unknown backends {unknown}; choose from {', '.join(BACKENDS)}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
-        if self.warmup < 1 or self.min_repeats < 1 or self.min_time < 0 or self.max_row_seconds <= 0:
-            raise ConfigError("warmup and min_repeats must be >= 1, min_time >= 0 and max_row_seconds > 0")
+        if self.warmup < 1 or self.min_repeats < 1 or not 0 <= self.min_time < math.inf or not 0 < self.max_row_seconds < math.inf:
+            raise ConfigError(
+                f"warmup and min_repeats must be >= 1, min_time finite and >= 0, max_row_seconds finite and > 0; got "
+                f"min_time={self.min_time}, max_row_seconds={self.max_row_seconds}"
+            )
 
 
 def time_calls(fn, *, warmup: int, min_time: float, min_repeats: int, max_repeats: int = 10_000) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from calogan.models.base import ConditionSpec
 from calogan.runtime import AtomicOutput
 from calogan.transforms import ShowerTransform
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "Checkpoint", "CheckpointError", "load_checkpoint", "save_checkpoint"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "Checkpoint", "CheckpointError", "load_checkpoint", "recognise", "save_checkpoint"]
 
 FORMAT = "calogan-checkpoint"
 FORMAT_VERSION = 1
@@ -81,8 +82,46 @@ def save_checkpoint(
         "data_attrs": dict(data_attrs or {}),
         "training": training,
     }
-    with AtomicOutput(path, force=True, error=CheckpointError) as out:
-        torch.save(payload, out.tmp)
+    with AtomicOutput(path, force=True, error=CheckpointError) as out, open(out.tmp, "wb") as f:
+        torch.save(payload, f)  # a file object: the archive's inner folder is "archive", not the temporary's name
+    return path
+
+
+def recognise(path: str | Path) -> Path:
+    """Check that ``path`` looks like a checkpoint before anything unpickles it; returns it as a Path.
+
+    A calogan checkpoint is a zip archive written by ``torch.save`` (a ``data.pkl`` inside).
+    Refused with a ``CheckpointError`` naming the file and what it is instead: a missing file,
+    a folder, an empty file, an HDF5 file (showers), an ONNX export, torch's legacy pickle
+    format, any other zip archive, a truncated archive, anything else.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory; pass a checkpoint file such as {path / 'best.pt'}")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read it ({err.strerror})") from None
+    if not head:
+        raise CheckpointError(f"{path}: empty file (0 bytes), not a checkpoint")
+    if head.startswith(b"\x89HDF"):
+        raise CheckpointError(f"{path}: an HDF5 file (showers?), not a checkpoint")
+    if path.suffix.lower() == ".onnx":
+        raise CheckpointError(f"{path}: an ONNX export, not a checkpoint; calogan generate runs it (--backend onnxruntime)")
+    if head[:1] == b"\x80":
+        raise CheckpointError(f"{path}: a pickle in torch's legacy format, not a calogan checkpoint (a zip archive); not loaded")
+    if not head.startswith(b"PK\x03\x04"):
+        raise CheckpointError(f"{path}: not a calogan checkpoint (it does not start like the zip archive torch.save writes)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise CheckpointError(f"{path}: a truncated or damaged checkpoint ({err})") from None
+    if not any(name.endswith("/data.pkl") for name in names):
+        raise CheckpointError(f"{path}: a zip archive but not a torch checkpoint (no data.pkl inside)")
     return path
 
 
@@ -92,14 +131,12 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     The one loader: generation, evaluation, export and ``--resume`` all come through here.
     """
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint")
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a directory; pass a checkpoint file such as {path / 'best.pt'}")
+    recognise(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for a file that is not its own
-        raise CheckpointError(f"{path}: not a readable calogan checkpoint ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+        first = (str(err).splitlines() or [""])[0]
+        raise CheckpointError(f"{path}: not a readable calogan checkpoint ({type(err).__name__}{': ' + first if first else ''})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a calogan checkpoint (no '{FORMAT}' marker)")
     if payload.get("format_version", 0) > FORMAT_VERSION:

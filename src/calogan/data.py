@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from calogan.errors import ConfigError
 from calogan.geometry import Geometry
 
 __all__ = ["CONDITION_KEYS", "PARTICLES", "Conditions", "ShowerData", "particle_code", "particle_name"]
@@ -30,7 +31,7 @@ def particle_code(name: str | int) -> int:
     try:
         return int(key)
     except ValueError:
-        raise ValueError(f"unknown particle {name!r}; known: {', '.join(PARTICLES)}") from None
+        raise ConfigError(f"unknown particle {name!r}; known: {', '.join(PARTICLES)}") from None
 
 
 def particle_name(code: int) -> str:
@@ -70,19 +71,19 @@ class ShowerData:
         e_inc = np.asarray(self.e_inc, dtype=np.float64).reshape(-1)
         n = cells.shape[0]
         if cells.ndim != 2 or cells.shape[1] != self.geometry.n_cells:
-            raise ValueError(f"cells must have shape (N, {self.geometry.n_cells}) for geometry {self.geometry.name!r}, got {cells.shape}")
+            raise ConfigError(f"cells must have shape (N, {self.geometry.n_cells}) for geometry {self.geometry.name!r}, got {cells.shape}")
         if e_inc.shape != (n,):
-            raise ValueError(f"e_inc must have {n} entries, got {e_inc.shape[0]}")
+            raise ConfigError(f"e_inc must have {n} entries, got {e_inc.shape[0]}")
         pdg = np.zeros(n, np.int32) if self.pdg is None else np.asarray(self.pdg, dtype=np.int32).reshape(-1)
         if pdg.shape != (n,):
-            raise ValueError(f"pdg must have {n} entries, got {pdg.shape[0]}")
+            raise ConfigError(f"pdg must have {n} entries, got {pdg.shape[0]}")
         conds = {}
         for key, value in self.conditions.items():
             if key not in CONDITION_KEYS:
-                raise ValueError(f"unknown condition {key!r}; known: {', '.join(CONDITION_KEYS)}")
+                raise ConfigError(f"unknown condition {key!r}; known: {', '.join(CONDITION_KEYS)}")
             value = np.asarray(value, dtype=np.float64).reshape(-1)
             if value.shape != (n,):
-                raise ValueError(f"condition {key!r} must have {n} entries, got {value.shape[0]}")
+                raise ConfigError(f"condition {key!r} must have {n} entries, got {value.shape[0]}")
             conds[key] = value
         overflow = self.overflow
         if overflow is not None:
@@ -123,7 +124,7 @@ class ShowerData:
     def split(self, fractions: tuple[float, ...], seed: int = 0) -> tuple[ShowerData, ...]:
         """Random disjoint parts with the given fractions of N (the last takes the rest)."""
         if any(f <= 0 for f in fractions) or sum(fractions) > 1 + 1e-9:
-            raise ValueError(f"split fractions must be positive and sum to at most 1, got {fractions}")
+            raise ConfigError(f"split fractions must be positive and sum to at most 1, got {fractions}")
         order = np.random.default_rng(seed).permutation(len(self))
         bounds = np.round(np.cumsum((0.0,) + tuple(fractions)) * len(self)).astype(int)
         bounds[-1] = min(bounds[-1], len(self))
@@ -138,13 +139,13 @@ class ShowerData:
     def concatenate(parts: list[ShowerData]) -> ShowerData:
         """Join showers of one geometry; conditions must be present in every part or none."""
         if not parts:
-            raise ValueError("nothing to concatenate")
+            raise ConfigError("nothing to concatenate")
         geometry = parts[0].geometry
         if any(p.geometry != geometry for p in parts):
-            raise ValueError("cannot concatenate showers of different geometries")
+            raise ConfigError("cannot concatenate showers of different geometries")
         keys = set(parts[0].conditions)
         if any(set(p.conditions) != keys for p in parts):
-            raise ValueError("cannot concatenate showers with different conditions")
+            raise ConfigError("cannot concatenate showers with different conditions")
         has_overflow = all(p.overflow is not None for p in parts)
         return ShowerData(
             geometry,
@@ -178,7 +179,7 @@ class Conditions:
         conds = {k: np.asarray(v, np.float64).reshape(-1) for k, v in self.conditions.items()}
         for k, v in conds.items():
             if k not in CONDITION_KEYS or v.shape != e.shape:
-                raise ValueError(f"condition {k!r} must be one of {CONDITION_KEYS} with {e.shape[0]} entries")
+                raise ConfigError(f"condition {k!r} must be one of {CONDITION_KEYS} with {e.shape[0]} entries")
         object.__setattr__(self, "e_inc", e)
         object.__setattr__(self, "pdg", pdg)
         object.__setattr__(self, "conditions", conds)

@@ -6,9 +6,11 @@ import contextlib
 import copy
 import json
 import logging
+import math
 import os
 import time
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -192,6 +194,7 @@ def export_onnx(
     n_check: int = 256,
     seed: int = 0,
     opset: int | None = None,
+    inputs: Iterable[str | Path] = (),
 ) -> ExportReport:
     """Export ``model`` (a GANModel) to one self-contained ONNX file at ``path``.
 
@@ -203,13 +206,16 @@ def export_onnx(
     Before anything is written, onnxruntime runs the graph on ``n_check`` showers (spread
     over the training ranges, noise from ``latent_noise(seed, ...)``) and on a batch of one;
     both are compared with torch (``parity``). Above tolerance ``ExportError`` is raised and
-    no file appears; otherwise the file is written atomically (``calogan.runtime``).
+    no file appears; otherwise the file is written atomically (``calogan.runtime``). ``inputs``
+    (the checkpoint file) may not be the output.
     """
     import onnx  # optional dependencies (pip install 'calogan[onnx]')
     import onnxruntime as ort
 
     t0 = time.perf_counter()
-    path = check_output(path, force=force, error=ExportError)
+    path = check_output(path, force=force, inputs=inputs, error=ExportError)
+    if not rtol >= 0 or not math.isfinite(rtol) or (atol is not None and (not atol >= 0 or not math.isfinite(atol))):
+        raise ExportError(f"rtol and atol must be finite and >= 0, got rtol={rtol}, atol={atol}")
     if n_check < 2:
         raise ExportError(f"the parity check needs at least 2 showers, got {n_check}")
     # Export a CPU copy in eval mode: batch norm uses its running statistics, dropout is off.
@@ -281,7 +287,7 @@ def export_onnx(
         )
     _set_metadata(proto, {"parity": json.dumps(check.to_dict())})
     data = _serialise(proto)
-    write_bytes(path, data, force=force, error=ExportError)
+    write_bytes(path, data, force=force, inputs=inputs, error=ExportError)
     return ExportReport(path, len(data), check, time.perf_counter() - t0, meta)
 
 

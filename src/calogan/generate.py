@@ -13,7 +13,7 @@ from calogan.errors import ConfigError
 from calogan.fastsim.generator import GeneratorBackend, TorchBackend
 from calogan.io import ShowerWriter, iter_showers
 
-__all__ = ["conditions_from_file", "generate", "generate_to_file", "parse_values", "sample_conditions"]
+__all__ = ["conditions_from_file", "generate", "generate_to_file", "parse_values", "sample_conditions", "validate_conditions"]
 
 DEFAULT_BATCH = 10000
 
@@ -31,18 +31,37 @@ def parse_values(text: str, name: str = "--energy"):
             parts = text.split(":")
             if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "log"):
                 raise ValueError
-            lo, hi = float(parts[0]), float(parts[1])
-            if not lo <= hi:
-                raise ConfigError(f"{name} {text!r}: the lower end must not exceed the upper end")
-            if len(parts) == 3:
-                if lo <= 0:
-                    raise ConfigError(f"{name} {text!r}: a log-uniform range needs positive ends")
-                return lambda rng, n: np.exp(rng.uniform(np.log(lo), np.log(hi), n))
-            return lambda rng, n: rng.uniform(lo, hi, n)
-        values = np.array([float(v) for v in text.split(",")])
+            values = np.array([float(parts[0]), float(parts[1])])
+        else:
+            values = np.array([float(v) for v in text.split(",")])
     except ValueError:
         raise ConfigError(f"{name} must be A:B (uniform), A:B:log (log-uniform), v1,v2,... or a number; got {text!r}") from None
-    return lambda rng, n: rng.choice(values, n)
+    if not np.isfinite(values).all():
+        raise ConfigError(f"{name} {text!r}: values must be finite numbers (no nan or inf)")
+    if ":" not in text:
+        return lambda rng, n: rng.choice(values, n)
+    lo, hi = values
+    if not lo <= hi:
+        raise ConfigError(f"{name} {text!r}: the lower end must not exceed the upper end")
+    if text.endswith(":log"):
+        if lo <= 0:
+            raise ConfigError(f"{name} {text!r}: a log-uniform range needs positive ends")
+        return lambda rng, n: np.exp(rng.uniform(np.log(lo), np.log(hi), n))
+    return lambda rng, n: rng.uniform(lo, hi, n)
+
+
+def validate_conditions(conditions: Conditions, where: str = "conditions") -> None:
+    """Refuse conditions a model cannot be run at: incident energies not finite and > 0, other
+    conditions not finite. ``where`` starts the message (a parameter, a file)."""
+    e = conditions.e_inc
+    bad = ~(np.isfinite(e) & (e > 0))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ConfigError(f"{where}: incident energies must be finite and > 0 GeV; shower {i} has {e[i]:g}")
+    for key, value in conditions.conditions.items():
+        bad = ~np.isfinite(value)
+        if bad.any():
+            raise ConfigError(f"{where}: condition {key} must be finite; shower {int(np.argmax(bad))} has {value[np.argmax(bad)]:g}")
 
 
 def sample_conditions(
@@ -131,6 +150,7 @@ def generate(
     keys = backend.conditions.keys[1:]
     done = 0
     for chunk in [conditions] if isinstance(conditions, Conditions) else conditions:
+        validate_conditions(chunk)
         for start in range(0, len(chunk), batch_size):
             part = chunk.select(slice(start, start + batch_size))
             cond = backend.conditions.tensor(part).numpy()  # (B, n_cond) physical
@@ -150,19 +170,23 @@ def generate_to_file(
     batch_size: int = DEFAULT_BATCH,
     attrs: dict | None = None,
     force: bool = False,
+    inputs: Iterable[str | Path] = (),
     progress=None,
 ) -> int:
     """Generate into a CaloGAN-format HDF5 file (atomic, chunked); returns the shower count.
 
     ``model`` and ``progress`` as for ``generate``. The file carries the model's conditions
     as keys, the particle (attribute, or per shower for a multi-particle model) and ``attrs``.
+    ``inputs`` (the model file, a reference file) may not be the output, ``force`` or not.
     """
     spec = model.conditions
     many = len(spec.particles) > 1
     attrs = dict(attrs or {})
     if not many and spec.particles and spec.particles[0] != 0:
         attrs.setdefault("particle", particle_name(spec.particles[0]))
-    with ShowerWriter(path, model.geometry, conditions=spec.keys[1:], per_shower_particle=many, attrs=attrs, force=force) as w:
+    with ShowerWriter(
+        path, model.geometry, conditions=spec.keys[1:], per_shower_particle=many, attrs=attrs, force=force, inputs=tuple(inputs)
+    ) as w:
         for data in generate(model, conditions, seed=seed, batch_size=batch_size, progress=progress):
             w.write(data)
         return w.n

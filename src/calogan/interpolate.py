@@ -27,6 +27,7 @@ __all__ = [
     "default_conditions",
     "draw_traversal",
     "linear_trend",
+    "traversal_figure",
     "traversal_trends",
     "traverse",
 ]
@@ -108,6 +109,11 @@ def traverse(
     values = np.asarray(values, dtype=np.float64).reshape(-1)
     if values.size < 2:
         raise ConfigError("a traversal needs at least 2 steps")
+    if not np.isfinite(values).all():
+        raise ConfigError(f"values of {key} must be finite, got {values.tolist()}")
+    nonfinite = sorted(k for k, v in (fixed or {}).items() if not np.isfinite(v))
+    if nonfinite:
+        raise ConfigError(f"fixed {nonfinite[0]}: must be finite, got {fixed[nonfinite[0]]}")
     lo, hi = spec.ranges[spec.keys.index(key)]
     if values.min() < lo - 1e-9 * abs(lo) or values.max() > hi + 1e-9 * abs(hi):
         warnings.warn(f"{key} range [{values.min():g}, {values.max():g}] leaves the training range [{lo:g}, {hi:g}]", stacklevel=2)
@@ -224,8 +230,16 @@ _UNITS["phi"] = ("phi", "deg", 180 / np.pi)
 def draw_traversal(
     t: Traversal, geometry: Geometry, path: str | Path, *, difference: bool = False, title: str = "", force: bool = True
 ) -> Path:
-    """Draw a traversal to ``path`` (PNG/PDF by suffix), written atomically (an existing file is
-    replaced unless ``force`` is false).
+    """Draw a traversal (``traversal_figure``) to ``path`` (PNG/PDF by suffix), written atomically
+    (an existing file is replaced unless ``force`` is false)."""
+    fig = traversal_figure(t, geometry, difference=difference, title=title)
+    with AtomicOutput(path, force=force) as out:
+        fig.savefig(out.tmp, dpi=110, bbox_inches="tight")
+    return out.path
+
+
+def traversal_figure(t: Traversal, geometry: Geometry, *, difference: bool = False, title: str = "") -> Figure:
+    """The figure of a traversal.
 
     One row of mean images per layer (columns: the values; axes in mm, rows = x vertical),
     energy on a log colour scale, or with ``difference`` each image minus the middle value's
@@ -287,6 +301,4 @@ def draw_traversal(
     fixed = ", ".join(f"{k}={v * _UNITS[k][2]:.3g} {_UNITS[k][1]}" for k, v in t.conditions.items())
     kind = "difference to the middle point" if difference else "mean"
     fig.suptitle(title or f"traversal of {name}: {kind} of {t.n_average} showers, same noise ({fixed})", fontsize=9)
-    with AtomicOutput(path, force=force) as out:
-        fig.savefig(out.tmp, dpi=110, bbox_inches="tight")
-    return out.path
+    return fig

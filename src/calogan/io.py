@@ -13,9 +13,9 @@ import numpy as np
 
 from calogan import __version__
 from calogan.data import CONDITION_KEYS, ShowerData, particle_code, particle_name
-from calogan.errors import CaloganError
+from calogan.errors import CaloganError, ConfigError
 from calogan.geometry import PRESETS, Geometry, GeometryError, load_geometry, preset
-from calogan.runtime import AtomicOutput
+from calogan.runtime import AtomicOutput, check_outputs, commit_all
 
 __all__ = [
     "FileInfo",
@@ -34,10 +34,17 @@ __all__ = [
 
 FORMATS = ("calogan", "calochallenge")
 DEFAULT_CHUNK = 8192
-# A median E_tot / E_inc above this is a units mistake (MeV vs GeV is a factor 1000), not
-# physics. It stays far above 1 so that a badly trained generator that overshoots its energy a
-# few times is still read, and evaluated as bad, instead of refused.
+# Units: a median E_tot / E_inc outside [_MIN_RESPONSE, _MAX_RESPONSE] is a units mistake (MeV
+# for GeV, or the reverse: a factor 1000), not physics. The upper bound stays far above 1 so that
+# a badly trained generator that overshoots its energy a few times is still read, and evaluated
+# as bad, instead of refused. The lower bound is 12 times below the lowest median of the Geant4
+# samples (pi+ in the active convention: 0.062; e+ active 0.19, total 0.99) and 5 times above
+# the highest a GeV file stored in MeV gives (e+ total: 0.001). Single pions can deposit far
+# less (1 % of them below 0.001 in the active convention), so the lower bound is applied to
+# the median of at least _MIN_UNITS_SHOWERS showers only.
 _MAX_RESPONSE = 20.0
+_MIN_RESPONSE = 0.005
+_MIN_UNITS_SHOWERS = 20
 
 
 class ShowerFileError(CaloganError, ValueError):
@@ -132,7 +139,7 @@ def _file_geometry(f: h5py.File, path, fmt: str, geometry) -> Geometry:
             raise _err(path, None, f"attribute 'geometry' is not a geometry description ({err})") from None
     if fmt == "calochallenge":
         raise _err(path, None, "a CaloChallenge file does not say its geometry: pass its binning XML (--geometry binning.xml)")
-    shapes = [tuple(f[k].shape[1:]) for k in _calogan_layer_keys(f)]
+    shapes = [tuple(_need(f, path, k).shape[1:]) for k in _calogan_layer_keys(f)]
     for name in PRESETS:
         g = preset(name)
         if g.shapes == shapes:
@@ -235,6 +242,26 @@ def _read_particle(f, path, start, stop) -> np.ndarray:
         raise _err(path, "particle", str(err)) from None
 
 
+def _check_units(path, fmt: str, e_tot: np.ndarray, e_inc: np.ndarray) -> None:
+    """Refuse showers whose median deposit over incident energy says the units are wrong."""
+    hit = e_tot > 0
+    if not hit.any():
+        return
+    response = float(np.median(e_tot[hit] / (1000.0 * e_inc[hit])))
+    key = "energy" if fmt == "calogan" else "incident_energies"
+    unit = "GeV" if fmt == "calogan" else "MeV"
+    if response > _MAX_RESPONSE:
+        raise _err(path, key, f"showers deposit {response:.3g} times their incident energy: units wrong? (cells in MeV, '{key}' in {unit})")
+    if response < _MIN_RESPONSE and hit.sum() >= _MIN_UNITS_SHOWERS:
+        raise _err(
+            path,
+            key,
+            f"showers deposit {response:.2g} of their incident energy (median of {int(hit.sum())}; any calorimeter keeps more than "
+            f"{_MIN_RESPONSE:g}): units wrong? ('{key}' must be in {unit}, cells in MeV; the incident energies read as "
+            f"{e_inc.min():.4g} - {e_inc.max():.4g} GeV)",
+        )
+
+
 def _read_chunk(f, path, fmt, geo, start, stop, strict) -> tuple[ShowerData, int]:
     if fmt == "calogan":
         parts = []
@@ -258,16 +285,7 @@ def _read_chunk(f, path, fmt, geo, start, stop, strict) -> tuple[ShowerData, int
             raise _err(path, key, f"{n_negative} negative cell energies (first in shower {shower}); --strict refuses them")
         np.maximum(cells, 0, out=cells)
     e_inc = _read_energy(f, path, fmt, start, stop)
-    e_tot = cells.sum(axis=1, dtype=np.float64)
-    hit = e_tot > 0
-    if hit.any() and np.median(e_tot[hit] / (1000.0 * e_inc[hit])) > _MAX_RESPONSE:
-        ekey = "energy" if fmt == "calogan" else "incident_energies"
-        unit = "GeV" if fmt == "calogan" else "MeV"
-        raise _err(
-            path,
-            ekey,
-            f"showers deposit {np.median(e_tot[hit] / (1000 * e_inc[hit])):.3g} times their incident energy: units wrong? (cells in MeV, '{ekey}' in {unit})",
-        )
+    _check_units(path, fmt, cells.sum(axis=1, dtype=np.float64), e_inc)
     conditions = {}
     for key in CONDITION_KEYS:
         if key in f:
@@ -302,7 +320,7 @@ def iter_showers(
     ``NegativeCellsWarning`` at the end; ``strict=True`` refuses them instead.
     """
     if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
     path = Path(path)
     with _open(path) as f:
         fmt, geo, n = _structure(f, path, geometry)
@@ -381,10 +399,10 @@ class ShowerWriter:
     ) -> None:
         self.path = Path(path)
         if format not in FORMATS:
-            raise ValueError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
+            raise ConfigError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
         unknown = set(conditions) - set(CONDITION_KEYS)
         if unknown:
-            raise ValueError(f"unknown conditions {sorted(unknown)}; known: {', '.join(CONDITION_KEYS)}")
+            raise ConfigError(f"unknown conditions {sorted(unknown)}; known: {', '.join(CONDITION_KEYS)}")
         self._out = AtomicOutput(self.path, force=force, inputs=inputs, error=ShowerFileError)  # checked now, before any work
         self.geometry = geometry
         self.format = format
@@ -422,10 +440,10 @@ class ShowerWriter:
         if self._file is None:
             raise RuntimeError("ShowerWriter.write outside its with block")
         if data.geometry != self.geometry:
-            raise ValueError(f"showers of geometry {data.geometry.name!r} written to a {self.geometry.name!r} file")
+            raise ConfigError(f"showers of geometry {data.geometry.name!r} written to a {self.geometry.name!r} file")
         missing = set(self.conditions) - set(data.conditions)
         if missing:
-            raise ValueError(f"{self.path}: showers lack conditions {sorted(missing)} declared for the file")
+            raise ConfigError(f"{self.path}: showers lack conditions {sorted(missing)} declared for the file")
         f, n, m = self._file, self.n, len(data)
 
         def put(key, value):
@@ -448,22 +466,37 @@ class ShowerWriter:
             put("particle", data.pdg[:, None])
         self.n += m
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def finish(self) -> None:
+        """Write the attributes and close the temporary file; ``commit`` then moves it into place."""
+        f, self._file = self._file, None
+        if f is None:
+            raise RuntimeError("ShowerWriter.finish outside its with block")
+        try:
+            if self.n == 0:
+                raise ShowerFileError(f"{self.path}: no showers were written")
+            attrs = {"calogan_version": __version__, "geometry": self.geometry.to_json(), **self.attrs}
+            for key, value in attrs.items():
+                if value is not None:
+                    f.attrs[key] = value
+        finally:
+            f.close()
+
+    def discard(self) -> None:
+        """Close and remove the temporary file (nothing appears under ``path``)."""
         f, self._file = self._file, None
         try:
-            if exc_type is None:
-                if self.n == 0:
-                    raise ShowerFileError(f"{self.path}: no showers were written")
-                attrs = {"calogan_version": __version__, "geometry": self.geometry.to_json(), **self.attrs}
-                for key, value in attrs.items():
-                    if value is not None:
-                        f.attrs[key] = value
-                f.close()
-                self._out.commit()
-        finally:
             if f:
                 f.close()
+        finally:
             self._out.discard()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.finish()
+                self._out.commit()
+        finally:
+            self.discard()
 
 
 def write_showers(path: str | Path, data: ShowerData, **kwargs) -> Path:
@@ -496,48 +529,47 @@ def copy_subsets(
     """Stream a file into several outputs: shower i goes to ``outputs[assign[i]]`` (-1: none).
 
     Showers keep their order within each output; attributes (particle, convention, ...) are
-    copied; every output is written atomically. Returns the number written to each output.
+    copied; the outputs are written atomically and together: all appear, or none (two the same,
+    or one that is the input, are refused at once). Returns the number written to each output.
     """
     info = inspect(path)
     assign = np.asarray(assign)
     if assign.shape != (info.n,):
-        raise ValueError(f"assign must have one entry per shower ({info.n}), got {assign.shape}")
+        raise ConfigError(f"assign must have one entry per shower ({info.n}), got {assign.shape}")
     counts = [int((assign == k).sum()) for k in range(len(outputs))]
     for out, count in zip(outputs, counts):
         if count == 0:
             raise ShowerFileError(f"{out}: would receive no showers")
     attrs = _file_attrs(path)
     per_shower_particle = info.particle is not None and "," in info.particle
-    writers = [
-        ShowerWriter(
-            out,
-            info.geometry,
-            conditions=info.conditions,
-            per_shower_particle=per_shower_particle,
-            attrs=attrs,
-            force=force,
-            inputs=(path,),
-        )
-        for out in outputs
-    ]
-    opened = []
+    check_outputs(outputs, force=force, inputs=(path,), error=ShowerFileError)
+    writers = []
     try:
-        for w in writers:
-            opened.append(w.__enter__())
+        for out in outputs:
+            writer = ShowerWriter(
+                out,
+                info.geometry,
+                conditions=info.conditions,
+                per_shower_particle=per_shower_particle,
+                attrs=attrs,
+                force=force,
+                inputs=(path,),
+            )
+            writers.append(writer.__enter__())
         start = 0
         for chunk in iter_showers(path, chunk_size, geometry=info.geometry):
             part = assign[start : start + len(chunk)]
-            for k, w in enumerate(opened):
+            for k, w in enumerate(writers):
                 sel = part == k
                 if sel.any():
                     w.write(chunk.select(sel))
             start += len(chunk)
-    except BaseException as err:
-        for w in opened:
-            w.__exit__(type(err), err, None)
-        raise
-    for w in opened:
-        w.__exit__(None, None, None)
+        for w in writers:
+            w.finish()
+        commit_all([w._out for w in writers])  # all outputs appear, or none
+    finally:
+        for w in writers:
+            w.discard()
     return counts
 
 
@@ -547,9 +579,9 @@ def split_file(path: str | Path, outputs: list[str | Path], fractions: list[floa
     The same file, fractions and seed always give the same subsets.
     """
     if len(outputs) != len(fractions):
-        raise ValueError(f"{len(outputs)} outputs for {len(fractions)} fractions")
-    if any(f <= 0 for f in fractions) or sum(fractions) > 1 + 1e-9:
-        raise ValueError(f"fractions must be positive and sum to at most 1, got {fractions}")
+        raise ConfigError(f"{len(outputs)} outputs for {len(fractions)} fractions")
+    if not all(0 < f <= 1 for f in fractions) or not sum(fractions) <= 1 + 1e-9:
+        raise ConfigError(f"fractions must be positive and sum to at most 1, got {list(fractions)}")
     n = inspect(path).n
     order = np.random.default_rng(seed).permutation(n)
     bounds = np.round(np.cumsum([0.0, *fractions]) * n).astype(int)

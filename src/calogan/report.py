@@ -13,7 +13,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import re
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from calogan import plotting
 from calogan.errors import CaloganError
 from calogan.evaluation import Evaluation
 from calogan.metrics import energy_bin_index
-from calogan.runtime import AtomicOutput, write_text
+from calogan.runtime import AtomicOutput, atomic_outputs, check_output_folder
 
 __all__ = ["OUTPUT_FILES", "ReportError", "check_output", "format_measurement", "render_html", "write_report"]
 
@@ -40,30 +39,24 @@ class ReportError(CaloganError, ValueError):
 # ---------------------------------------------------------------------------------------
 
 
-def check_output(out_dir: str | Path, force: bool = False) -> Path:
+def check_output(out_dir: str | Path, force: bool = False, inputs=()) -> Path:
     """Refuse an output directory now rather than after a long evaluation.
 
     A directory that already holds ``metrics.json`` or ``report.html`` is refused unless
-    ``force``; other files in it are never touched. A path that is a file is refused.
+    ``force``; other files in it are never touched. A path that is a file (one of ``inputs``,
+    say) is refused, and so is a new directory whose nearest existing parent is not a
+    writable directory (``calogan.runtime.check_output_folder``).
     """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ReportError(f"{out}: exists and is not a directory")
-    if out.is_dir():
-        clash = [n for n in OUTPUT_FILES if (out / n).exists()]
-        if clash and not force:
-            raise ReportError(f"{out}: already holds {', '.join(clash)}; pass --force to overwrite")
-        if not os.access(out, os.W_OK):
-            raise ReportError(f"{out}: directory is not writable")
-    return out
+    return check_output_folder(out_dir, files=OUTPUT_FILES, force=force, inputs=inputs, error=ReportError)
 
 
 def _write_files(out: Path, files: dict[str, str], force: bool) -> None:
-    """Write text files into ``out`` atomically: a new directory appears whole, existing ones file by file."""
+    """Write text files into ``out`` atomically: a new directory appears whole, in an existing one the files appear together."""
     check_output(out, force)
     if out.is_dir():
-        for name, text in files.items():
-            write_text(out / name, text, force=force, error=ReportError)
+        with atomic_outputs([out / name for name in files], force=force, error=ReportError) as pending:
+            for output, text in zip(pending, files.values()):
+                output.tmp.write_text(text, encoding="utf-8")
         return
     out.parent.mkdir(parents=True, exist_ok=True)
     with AtomicOutput(out, directory=True, error=ReportError) as folder:

@@ -7,7 +7,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from calogan.io import inspect, read_showers
 from calogan.metrics import energy_bin_edges, energy_chi2, response_resolution
 from calogan.models import build_model, family_class
 from calogan.models.base import ConditionSpec
-from calogan.runtime import resolve_device, resolve_threads, write_text
+from calogan.runtime import check_output_folder, resolve_device, resolve_threads, write_text
 from calogan.transforms import ShowerTransform, TransformConfig
 
 __all__ = ["GeneratorEMA", "TrainConfig", "TrainResult", "TrainState", "TrainingDiverged", "apply_overrides", "train"]
@@ -33,6 +33,8 @@ __all__ = ["GeneratorEMA", "TrainConfig", "TrainResult", "TrainState", "Training
 _OPTIMIZERS = ("adam", "rmsprop")
 _SAMPLING = ("batch", "big_batch", "dataset")
 _PRECISIONS = ("fp32", "bf16")
+# The files of a run's folder.
+RUN_FILES = ("config.yaml", "log.jsonl", "last.pt", "best.pt")
 # Options a resumed run may change without breaking the continuation (how long, how loud).
 _RESUMABLE = {"max_steps", "max_minutes", "progress", "log_every"}
 
@@ -325,6 +327,7 @@ class _Run:
     device: torch.device
     data_attrs: dict
     fingerprint: str
+    created: list[Path] = field(default_factory=list)  # folders this run made (outermost first), removed if it fails early
 
     @property
     def last(self) -> Path:
@@ -486,13 +489,32 @@ def _load_data(config: TrainConfig) -> tuple[ShowerData, ShowerData | None, dict
         if not keep.any():
             raise ConfigError(f"option exclude_energy {list(map(list, config.exclude_energy))} removes every shower of {config.data}")
         data = data.select(keep)
+    _check_trainable(data, config.data)
     if config.val_data:
         val = read_showers(config.val_data, geometry=data.geometry)
         return data, val, attrs
     if config.val_fraction == 0:
         return data, None, attrs
+    n_val = len(data) - int(np.round((1 - config.val_fraction) * len(data)))
+    if n_val < _MIN_VALIDATION or len(data) - n_val < 1:
+        raise ConfigError(
+            f"{config.data}: val_fraction {config.val_fraction:g} of its {len(data)} showers leaves {n_val} for validation; "
+            f"at least {_MIN_VALIDATION} are needed (more showers, a larger val_fraction, val_data FILE or val_fraction 0)"
+        )
     train, val = data.split((1 - config.val_fraction, config.val_fraction), seed=config.seed)
     return train, val, attrs
+
+
+# Validation showers below this are too few to score E_tot in energy bins.
+_MIN_VALIDATION = 2
+
+
+def _check_trainable(data: ShowerData, path) -> None:
+    """Refuse training data a model cannot learn anything from: all cells zero, one incident energy only."""
+    if not (data.cells > 0).any():
+        raise ConfigError(f"{path}: every cell of its {len(data)} showers is zero: there is nothing to learn")
+    if len(data) < 2:
+        raise ConfigError(f"{path}: holds {len(data)} shower; training needs many")
 
 
 def _optimizer(config: TrainConfig, params, lr: float) -> torch.optim.Optimizer:
@@ -650,7 +672,8 @@ def _start(config: TrainConfig, out: Path, *, resume: bool, force: bool) -> tupl
     if not resume:
         if (out / "last.pt").exists() and not force:
             raise ConfigError(f"{out}: holds a run already; pass --resume to continue it or --force to start again")
-        out.mkdir(parents=True, exist_ok=True)
+        inputs = [p for p in (config.data, config.val_data) if p]
+        check_output_folder(out, inputs=inputs, error=ConfigError)  # the folder itself appears once the data are read
 
     try:
         device = torch.device(resolve_device(config.device))
@@ -673,16 +696,29 @@ def _start(config: TrainConfig, out: Path, *, resume: bool, force: bool) -> tupl
     sampler = _Sampler(len(train_data), config.seed)
     if ckpt is None:
         state = TrainState.create(config, _new_model(config, train_data), sampler, device)
-        write_text(out / "config.yaml", config.to_yaml(), force=True, error=ConfigError)
-        run.log.write_text("")
     else:
         if ckpt.training.get("data_fingerprint") != run.fingerprint:
             raise ConfigError(f"--resume: the training data differ from those of the run in {out} ({config.data})")
         state = TrainState.create(config, ckpt.model, sampler, device)
         state.load_training_state(ckpt.training, ckpt.step, run)
+        _truncate_log(run.log, ckpt.step)
     # Model-space training set on the device once: (N, n_cells) and physical conditions (N, n_cond).
     x_all = torch.from_numpy(state.model.transform.forward(train_data.cells, train_data.e_inc)).to(device)
-    return run, state, _Batches(x_all, state.model.conditions.tensor(train_data).to(device), config), val
+    batches = _Batches(x_all, state.model.conditions.tensor(train_data).to(device), config)
+    if ckpt is None:
+        # Everything is checked: the run's folder appears now. A previous run in it (--force)
+        # is removed first, so that no file of it is taken for one of this run's.
+        run = replace(run, created=_make_folder(out))
+        for name in RUN_FILES:
+            with contextlib.suppress(FileNotFoundError):
+                (out / name).unlink()
+        try:
+            write_text(out / "config.yaml", config.to_yaml(), force=True, error=ConfigError)
+            run.log.write_text("")
+        except BaseException:
+            _remove_run(run)
+            raise
+    return run, state, batches, val
 
 
 def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, force: bool = False) -> TrainResult:
@@ -697,6 +733,16 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, for
     good state.
     """
     run, state, batches, val = _start(config, Path(out_dir), resume=resume, force=force)
+    try:
+        return _train(run, state, batches, val)
+    except BaseException:
+        if not resume and not run.last.exists():
+            _remove_run(run)  # failed (or stopped) before its first checkpoint: it leaves nothing behind
+        raise
+
+
+def _train(run: _Run, state: TrainState, batches: _Batches, val: ShowerData | None) -> TrainResult:
+    config = run.config
     model, forward = state.model, state.model.forward
     if config.compile:
         model.forward = torch.compile(forward)
@@ -744,6 +790,42 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, for
         best=run.best,
         showers_per_s=monitor.throughput,
     )
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop the log records after ``step``: a run stopped after its last checkpoint logged steps
+    that the resumed run does again (a torn last line, from a kill, goes too)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    write_text(path, "".join(line + "\n" for line in kept), force=True, error=ConfigError)
+
+
+def _make_folder(out: Path) -> list[Path]:
+    """Create the run's folder and its missing parents; returns those created, outermost first."""
+    missing = []
+    folder = out
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    out.mkdir(parents=True, exist_ok=True)
+    return missing[::-1]
+
+
+def _remove_run(run: _Run) -> None:
+    """Remove what a run that wrote no checkpoint left: its files, and the folders it created if empty."""
+    for name in RUN_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            (run.out / name).unlink()
+    for folder in reversed(run.created):
+        with contextlib.suppress(OSError):  # not empty: someone else's files are in it
+            folder.rmdir()
 
 
 def _describe_last(path: Path) -> str:

@@ -81,9 +81,9 @@ class ShowerTransform(nn.Module):
         shift = np.asarray(shift, dtype=np.float64).reshape(-1)
         scale = np.asarray(scale, dtype=np.float64).reshape(-1)
         if shift.shape != scale.shape:
-            raise ValueError(f"transform shift and scale must have one value per cell, got {shift.shape} and {scale.shape}")
+            raise ConfigError(f"transform shift and scale must have one value per cell, got {shift.shape} and {scale.shape}")
         if not (np.isfinite(shift).all() and np.isfinite(scale).all() and (scale > 0).all()):
-            raise ValueError("transform shift must be finite and scale finite and positive")
+            raise ConfigError("transform shift must be finite and scale finite and positive")
         self.config = config
         self.register_buffer("shift", torch.from_numpy(shift.astype(np.float32)))
         self.register_buffer("scale", torch.from_numpy(scale.astype(np.float32)))
@@ -97,7 +97,7 @@ class ShowerTransform(nn.Module):
         """Fit shift and scale on training cells (N, n_cells) MeV with e_inc (N,) GeV."""
         cells = np.asarray(cells, dtype=np.float64)
         if cells.ndim != 2 or cells.shape[0] == 0:
-            raise ValueError(f"cannot fit a transform on cells of shape {cells.shape}")
+            raise ConfigError(f"cannot fit a transform on cells of shape {cells.shape}")
         g = _pre(config, cells, np.asarray(e_inc, dtype=np.float64).reshape(-1), np)
         n = cells.shape[1]
         if config.scale == "none":
@@ -105,7 +105,7 @@ class ShowerTransform(nn.Module):
         elif config.scale == "max":
             top = float(g.max())
             if top <= 0:
-                raise ValueError("cannot fit transform scale 'max': every training cell is zero")
+                raise ConfigError("cannot fit transform scale 'max': every training cell is zero")
             shift, scale = np.zeros(n), np.full(n, top)
         else:
             shift, std = g.mean(axis=0), g.std(axis=0)

@@ -67,16 +67,62 @@ def _warning_line(message, category, filename, lineno, line=None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``calogan`` console script; returns the exit status."""
+    """Entry point of the ``calogan`` console script; returns the exit status.
+
+    0: done; 2: bad input (a ``CaloganError`` or a file the system refused: one line naming
+    the file, key or option); 130 or 143: stopped by SIGINT or SIGTERM, after cleaning up;
+    141: the reader of the output went away (``calogan info F | head``), quietly; 1: a bug in
+    calogan, reported on one line. ``CALOGAN_DEBUG=1`` shows the traceback instead.
+    """
+    from calogan.runtime import Interrupted, stop_on_signals
+
     args = build_parser().parse_args(argv)
     warnings.formatwarning = _warning_line
-    try:
-        return int(args.func(args) or 0)
-    except (CaloganError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError) as err:
-        if os.environ.get("CALOGAN_DEBUG"):
-            raise
-        print(f"calogan {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"calogan {args.command}: interrupted", file=sys.stderr)
-        return 130
+    debug = bool(os.environ.get("CALOGAN_DEBUG"))
+    with stop_on_signals() as signals:
+        try:
+            status = int(args.func(args) or 0)
+            sys.stdout.flush()  # a reader gone away shows here (BrokenPipeError), not in the interpreter's last flush
+            return status
+        except KeyboardInterrupt as err:
+            if signals is not None:
+                signals.stopped = True  # the work is unwound: a second Ctrl-C must not interrupt this message
+            print(f"calogan {args.command}: stopped by {err.args[0] if isinstance(err, Interrupted) else 'SIGINT'}", file=sys.stderr)
+            return err.exit_code if isinstance(err, Interrupted) else 130
+        except BrokenPipeError:
+            _silence_stdout()
+            return 141
+        except CaloganError as err:
+            if debug:
+                raise
+            print(f"calogan {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        except OSError as err:
+            if debug:
+                raise
+            print(f"calogan {args.command}: error: {_os_message(err)}", file=sys.stderr)
+            return 2
+        except Exception as err:
+            if debug:
+                raise
+            print(
+                f"calogan {args.command}: internal error: {type(err).__name__}: {err} "
+                "(a bug in calogan: CALOGAN_DEBUG=1 shows the traceback to report)",
+                file=sys.stderr,
+            )
+            return 1
+
+
+def _os_message(err: OSError) -> str:
+    """'path: reason' for an error of the operating system (no space left, read-only file system, ...)."""
+    reason = err.strerror or str(err)
+    if err.filename is None:
+        return reason
+    return f"{err.filename}: {reason}" + (f" (-> {err.filename2})" if err.filename2 else "")
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush does not complain about the closed pipe."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())

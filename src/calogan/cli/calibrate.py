@@ -91,6 +91,7 @@ def _sha256(path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import math
     import time
     from dataclasses import replace
     from pathlib import Path
@@ -100,13 +101,17 @@ def run(args: argparse.Namespace) -> int:
     from calogan import __version__
     from calogan.data import particle_code, particle_name
     from calogan.errors import ConfigError
+    from calogan.runtime import check_output
     from calogan.simulate import default_params, load_params, save_params, simulate
     from calogan.simulate.calibrate import calibrate, compare, format_table, summary
 
     if args.output is None and not args.check:
         raise ConfigError("-o/--output is required (or pass --check to compare without fitting)")
-    if args.output is not None and Path(args.output).exists() and not args.force:
-        raise ConfigError(f"{args.output}: exists; pass --force to overwrite it")
+    if args.output is not None:  # refuse a bad output now, not after the fit
+        inputs = [p for p in (args.reference, args.pair, args.start, args.em_params) if p]
+        check_output(args.output, force=args.force, inputs=inputs, error=ConfigError)
+    if not 0 < args.bin_width < math.inf:
+        raise ConfigError(f"--bin-width must be a finite number of GeV > 0, got {args.bin_width}")
     if args.limit < 20:
         raise ConfigError(f"--limit must be >= 20, got {args.limit}")
     if args.oversample < 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 
@@ -56,6 +57,8 @@ def parse_energy_bins(text: str):
         values = [float(v) for v in text.split(",")]
     except ValueError:
         raise ConfigError(f"--energy-bins must be 'auto', a number of bins or comma-separated edges in GeV, got {text!r}") from None
+    if not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"--energy-bins: values must be finite numbers, got {text!r}")
     if len(values) == 1:
         if values[0] != int(values[0]) or values[0] < 1:
             raise ConfigError(f"--energy-bins: a number of bins must be a positive integer, got {text!r}")
@@ -121,8 +124,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_showers is not None and args.max_showers < 20:
         raise ConfigError(f"--max-showers must be >= 20, got {args.max_showers}")
-    if args.threshold < 0:
-        raise ConfigError(f"--threshold must be >= 0 MeV, got {args.threshold}")
+    if not 0 <= args.threshold < math.inf:
+        raise ConfigError(f"--threshold must be >= 0 MeV and finite, got {args.threshold}")
     files = [args.reference, *args.candidates]
     if args.labels is None:
         labels = [Path(f).stem for f in files]
@@ -141,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         classifiers=not args.fast,
         allow_condition_mismatch=args.allow_condition_mismatch,
     )
-    out = check_output(args.output, args.force)  # refuse now, not after minutes of work
+    out = check_output(args.output, args.force, inputs=files)  # refuse now, not after minutes of work
 
     def say(text: str) -> None:
         if not args.quiet:

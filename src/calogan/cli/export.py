@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 __all__ = ["register", "run"]
 
@@ -33,11 +34,13 @@ def run(args: argparse.Namespace) -> int:
     from calogan.checkpoint import load_checkpoint
     from calogan.errors import ConfigError
     from calogan.export import condition_columns, export_onnx
+    from calogan.runtime import check_output
 
     if not args.output.endswith(".onnx"):
         raise ConfigError(f"-o {args.output}: the output must end in .onnx (calogan generate picks its backend by the suffix)")
-    if args.rtol < 0 or (args.atol is not None and args.atol < 0):
-        raise ConfigError("--rtol and --atol must be >= 0")
+    if not 0 <= args.rtol < math.inf or (args.atol is not None and not 0 <= args.atol < math.inf):
+        raise ConfigError(f"--rtol and --atol must be finite numbers >= 0, got {args.rtol} and {args.atol}")
+    check_output(args.output, force=args.force, inputs=[args.model], error=ConfigError)  # before the model is read
     ckpt = load_checkpoint(args.model)
     attrs = {k: v for k, v in ckpt.data_attrs.items() if k in ("convention", "particle") and isinstance(v, str)}
     attrs.update(step=ckpt.step, source=str(args.model))
@@ -51,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         n_check=args.check_showers,
         seed=args.seed,
         opset=args.opset,
+        inputs=[args.model],
     )
     spec, model = ckpt.model.conditions, ckpt.model
     print(

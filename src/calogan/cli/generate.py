@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from calogan.fastsim import load_backend
     from calogan.generate import conditions_from_file, generate_to_file, sample_conditions
     from calogan.io import inspect
-    from calogan.runtime import default_threads, resolve_threads
+    from calogan.runtime import check_output, default_threads, resolve_threads
 
     if args.energy_from:
         if args.n is not None or args.energy is not None or args.condition:
@@ -83,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
         extra[key.strip()] = rule
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    # the output before any work: not a model or reference file (--force or not), not existing unless --force
+    inputs = [args.model, *([args.energy_from] if args.energy_from else [])]
+    check_output(args.output, force=args.force, inputs=inputs, error=ConfigError)
     threads = resolve_threads(args.threads, default=default_threads(), name="--threads")
     torch.set_num_threads(threads)
     model = load_backend(
@@ -110,7 +113,15 @@ def run(args: argparse.Namespace) -> int:
         # disable=None: a bar only on a terminal, never in logs or pipes
         with tqdm(total=total, unit=" showers", disable=True if args.no_progress else None, dynamic_ncols=True, leave=False) as bar:
             n = generate_to_file(
-                args.output, model, conditions, seed=args.seed, batch_size=args.batch_size, attrs=attrs, force=args.force, progress=bar
+                args.output,
+                model,
+                conditions,
+                seed=args.seed,
+                batch_size=args.batch_size,
+                attrs=attrs,
+                force=args.force,
+                inputs=inputs,
+                progress=bar,
             )
     dt = time.perf_counter() - t0
     where = f"{model.name} on {args.device}, {threads} threads" + (f", {args.precision}" if args.precision != "fp32" else "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 __all__ = ["register", "run"]
 
@@ -58,9 +59,12 @@ def _parse_range(text: str) -> tuple[float, float]:
     try:
         if len(parts) != 2:
             raise ValueError
-        return float(parts[0]), float(parts[1])
+        a, b = float(parts[0]), float(parts[1])
     except ValueError:
         raise ConfigError(f"--range must be A:B, got {text!r}") from None
+    if not (math.isfinite(a) and math.isfinite(b)):
+        raise ConfigError(f"--range must be two finite numbers A:B, got {text!r}")
+    return a, b
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     from calogan.cli import flag_names
     from calogan.data import particle_code
     from calogan.errors import ConfigError
-    from calogan.runtime import check_output, write_text
+    from calogan.io import inspect, read_showers
+    from calogan.runtime import atomic_outputs, check_outputs
 
     a, b = _parse_range(args.range)
     if args.steps < 2:
@@ -86,35 +91,40 @@ def run(args: argparse.Namespace) -> int:
             fixed[key.strip()] = float(text)
         except ValueError:
             raise ConfigError(f"--fix expects KEY=NUMBER, got {item!r}") from None
+        if not math.isfinite(fixed[key.strip()]):
+            raise ConfigError(f"--fix {key.strip()}: the value must be a finite number, got {text!r}")
     if args.vary in fixed:
         raise ConfigError(f"--fix {args.vary}: that is the condition being varied")
     from calogan.interpolate import TREND_OBSERVABLES
 
     if args.compare and args.vary not in TREND_OBSERVABLES:
         raise ConfigError(f"--compare: no trend is defined against {args.vary} (only {', '.join(TREND_OBSERVABLES)})")
-    for path in args.compare:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"--compare {path}: no such file")
-    outputs = [Path(args.output)] + ([Path(args.json)] if args.json else [])
-    for path in outputs:
-        check_output(path, force=args.force, inputs=[args.model, *args.compare])
-        if path.suffix.lower() not in (".png", ".pdf", ".svg") and path == outputs[0]:
-            raise ConfigError(f"-o {path}: the figure must be .png, .pdf or .svg")
+    # every input and output is checked before the model runs; nothing is written before all is computed
+    outputs = check_outputs([args.output, *([args.json] if args.json else [])], force=args.force, inputs=[args.model, *args.compare])
+    if outputs[0].suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise ConfigError(f"-o {outputs[0]}: the figure must be .png, .pdf or .svg")
     try:
         particle = particle_code(args.particle) if args.particle else None
     except ValueError as err:
         raise ConfigError(f"--particle: {err}") from None
+    for path in args.compare:
+        inspect(path)
 
     from calogan.checkpoint import load_checkpoint
-    from calogan.interpolate import data_trends, draw_traversal, traversal_trends, traverse
+    from calogan.interpolate import data_trends, traversal_figure, traversal_trends, traverse
 
     ckpt = load_checkpoint(args.model)
     with flag_names(key="--vary", fixed="--fix", particle="--particle", n_average="--n-average"):
         t = traverse(
             ckpt.model, args.vary, np.linspace(a, b, args.steps), fixed=fixed, particle=particle, n_average=args.n_average, seed=args.seed
         )
+    compared = [(Path(path).name, data_trends(read_showers(path), args.vary)) for path in args.compare]
     difference = args.vary == "theta" if args.difference is None else args.difference
-    draw_traversal(t, ckpt.model.geometry, outputs[0], difference=difference, force=args.force)
+    figure = traversal_figure(t, ckpt.model.geometry, difference=difference)
+    with atomic_outputs(outputs, force=args.force, inputs=[args.model, *args.compare]) as pending:
+        figure.savefig(pending[0].tmp, dpi=110, bbox_inches="tight")
+        if args.json:
+            pending[1].tmp.write_text(json.dumps({"model": str(args.model), "step": ckpt.step, **t.to_dict()}, indent=1))
 
     geometry = ckpt.model.geometry
     print(
@@ -147,12 +157,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"trend against {args.vary}: least-squares slope ({unit}) and correlation r")
         print(f"{'source':>28} {'observable':>11}" + "".join(f" {n + ' slope':>12} {'r':>6}" for n in names))
         trend_rows("traversal (means)", traversal_trends(t))
-    if args.compare:
-        from calogan.io import read_showers
-
-        for path in args.compare:
-            trend_rows(f"{Path(path).name} (showers)", data_trends(read_showers(path), args.vary))
-    if args.json:
-        write_text(outputs[1], json.dumps({"model": str(args.model), "step": ckpt.step, **t.to_dict()}, indent=1), force=args.force)
+    for name, trends in compared:
+        trend_rows(f"{name} (showers)", trends)
     print(f"wrote {outputs[0]}" + (f" and {outputs[1]}" if args.json else ""))
     return 0

@@ -117,7 +117,10 @@ def run(args: argparse.Namespace) -> int:
     conditions = CONDITION_KEYS if positional else ()
     t0 = time.perf_counter()
     n = 0
-    with ShowerWriter(args.output, geometry, format=args.format, conditions=conditions, attrs=attrs, force=args.force) as writer:
+    inputs = [p for p in (args.params, args.geometry) if p and Path(p).is_file()]
+    with ShowerWriter(
+        args.output, geometry, format=args.format, conditions=conditions, attrs=attrs, force=args.force, inputs=inputs
+    ) as writer:
         for chunk in stream:
             writer.write(chunk)
             n += len(chunk)

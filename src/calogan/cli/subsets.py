@@ -40,7 +40,7 @@ def _fractions(text: str) -> list[float]:
         values = [float(v) for v in text.split(",")]
     except ValueError:
         raise ConfigError(f"--fractions must be comma-separated numbers, got {text!r}") from None
-    if any(v <= 0 for v in values) or sum(values) > 1 + 1e-9:
+    if not all(0 < v <= 1 for v in values) or not sum(values) <= 1 + 1e-9:
         raise ConfigError(f"--fractions must be positive and sum to at most 1, got {text!r}")
     return values
 

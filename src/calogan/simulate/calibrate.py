@@ -410,7 +410,7 @@ def _fit_radial(ref: _Reference, particle: str, params: SimParams, seed: int, ov
     table = _lateral_is_table(ref, data)
     log(
         f"  radial: {', '.join(f'{k} {getattr(rp, k):.3f}' for k in names)}"
-        f" (worst miss: layer-1 widths {100 * miss[:, table].max():.1f}%, other lateral {100 * miss[:, ~table].max(initial=0):.1f}%)"
+        f" (worst miss: layer-1 widths {100 * miss[:, table].max(initial=0):.1f}%, other lateral {100 * miss[:, ~table].max(initial=0):.1f}%)"
     )
     return rp
 
