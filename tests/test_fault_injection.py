@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+import calogan
 from calogan import report
 from calogan.checkpoint import load_checkpoint, save_checkpoint
 from calogan.cli import main
@@ -41,6 +42,7 @@ pytestmark = pytest.mark.slow
 GEOMETRY = Geometry("toy", (Layer("front", (2, 4), (10.0, 5.0), 30.0), Layer("back", (3, 3), (20.0, 20.0), 60.0)))
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SEED = int(os.environ.get("CALOGAN_FAULT_SEED", "13"))
+SOURCE = str(Path(calogan.__file__).parents[1])  # the child processes run the calogan these tests import
 # The report's figures take seconds to draw and are not what is tested here (tests/test_report.py draws them).
 NO_FIGURES = "from calogan import report; report.render_html = lambda evaluation, dpi=80: '<!DOCTYPE html><html></html>'"
 
@@ -134,7 +136,7 @@ def test_a_run_killed_at_a_random_point_leaves_no_partial_output(kind, signum, s
     folder.mkdir()
     out = folder / {"simulate": "sim.h5", "generate": "gen.h5", "train": "run", "evaluate": "report"}[kind]
     argv = command(kind, inputs, out)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CALOGAN_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CALOGAN_THREADS": "1", "PYTHONPATH": SOURCE}
     err_file = tmp_path / "stderr.txt"
     prefix = (
         [sys.executable, "-c", f"{NO_FIGURES}; import sys; from calogan.cli import main; sys.exit(main())"] if kind == "evaluate" else []
@@ -187,6 +189,7 @@ def test_a_run_killed_at_a_random_point_leaves_no_partial_output(kind, signum, s
         monkeypatch.setattr(report, "render_html", lambda evaluation, dpi=80: "<!DOCTYPE html><html></html>")
     rerun = argv
     if kind == "train" and (out / "last.pt").exists():
+        what += f" (last.pt at step {load_checkpoint(out / 'last.pt').step}: resumed)"
         rerun = ["train", "-o", str(out), "--resume", "--quiet"]
     elif shown:
         rerun = [*argv, "--force"]
@@ -213,7 +216,7 @@ def test_two_runs_writing_the_same_file_at_once(inputs, tmp_path):
     out = tmp_path / "g.h5"
     argv = [sys.executable, "-m", "calogan", *command("generate", inputs, out)]
     argv[argv.index("100000")] = "50000"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CALOGAN_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CALOGAN_THREADS": "1", "PYTHONPATH": SOURCE}
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True) for _ in range(2)]
     results = [(p.wait(timeout=300), p.stderr.read(), p.stdout.read()) for p in procs]
     codes = sorted(code for code, _, _ in results)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import calogan
 from calogan import io, training
 from calogan.checkpoint import load_checkpoint, save_checkpoint
 from calogan.cli import main
@@ -95,8 +96,9 @@ def test_the_first_ctrl_c_stops_the_command_even_inside_a_callback(command, file
 
 def test_a_reader_that_goes_away_ends_the_command_quietly(files):
     """``calogan info F | head -1``: the pipe closes before calogan writes (here: at once)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(calogan.__file__).parents[1])}  # the calogan these tests import
     proc = subprocess.Popen(
-        [sys.executable, "-m", "calogan", "info", str(files["toy"])], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "calogan", "info", str(files["toy"])], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
     proc.stdout.close()
     err = proc.stderr.read()
