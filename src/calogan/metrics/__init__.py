@@ -16,14 +16,20 @@ Every public name is importable from ``calogan.metrics`` directly.
 
 from calogan.metrics.base import Measurement, MetricError, standardise
 from calogan.metrics.classifiers import (
+    LEVELS,
+    LOG_EPS,
+    MODELS,
     ClassifierConfig,
     ClassifierResult,
     auc,
+    auc_excess,
     classifier_auc,
     classifier_features,
     classifier_test,
     classifier_with_floor,
+    default_classifier,
     isotonic_fit,
+    low_level_auc,
 )
 from calogan.metrics.distances import fpd, frechet_distance, kpd
 from calogan.metrics.histograms import chi2_ndf, chi2_test, histogram, separation_power, shared_bins, wasserstein
@@ -31,17 +37,22 @@ from calogan.metrics.memorisation import mean_image_difference, mean_images, mem
 from calogan.metrics.response import energy_bin_edges, energy_bin_index, energy_chi2, fit_resolution, resolution, response_resolution
 
 __all__ = [
+    "LEVELS",
+    "LOG_EPS",
+    "MODELS",
     "ClassifierConfig",
     "ClassifierResult",
     "Measurement",
     "MetricError",
     "auc",
+    "auc_excess",
     "chi2_ndf",
     "chi2_test",
     "classifier_auc",
     "classifier_features",
     "classifier_test",
     "classifier_with_floor",
+    "default_classifier",
     "energy_bin_edges",
     "energy_bin_index",
     "energy_chi2",
@@ -51,6 +62,7 @@ __all__ = [
     "histogram",
     "isotonic_fit",
     "kpd",
+    "low_level_auc",
     "mean_image_difference",
     "mean_images",
     "memorisation",
