@@ -297,3 +297,32 @@ def test_heavy_tailed_observables_get_a_log_axis(toy_geometry):
     main, ratio = fig.axes[:2]
     assert main.get_xscale() == ratio.get_xscale() == "log"
     assert [t.get_text() for t in main.texts] == ["zeros 5.0 %", "zeros 5.0 %"]
+
+
+def test_condition_trends_and_panels(toy_geometry):
+    """Conditional samples get the slopes of centroids against x0 (exact here) and the observables-against-conditions panels."""
+    rng = np.random.default_rng(5)
+
+    def sample(n, seed):
+        d = smeared(toy_geometry, n, seed)
+        f = rng.uniform(0.1, 0.9, n)  # share of the front layer's first row (x = -5 mm)
+        cells = d.cells.copy()
+        front = cells[:, :8].sum(1)
+        cells[:, :4] = (front * f / 4)[:, None]
+        cells[:, 4:8] = (front * (1 - f) / 4)[:, None]
+        x0 = 5.0 - 10.0 * f  # the front centroid along x, exactly
+        return replace(d, cells=cells, conditions={"x0": x0, "theta": rng.uniform(0, 0.3, n)})
+
+    ev = evaluate(Sample("ref", sample(200, 1)), [Sample("cand", sample(150, 2))], replace(QUICK, classifiers=False))
+    trend = ev.metrics["candidates"][0]["condition_trends"]["centroid_x_front vs x0"]
+    assert trend["slope"]["value"] == pytest.approx(1.0, abs=1e-6) and trend["n"] == 150
+    assert set(ev.metrics["reference"]["condition_trends"]) == {
+        "centroid_x_front vs x0",
+        "centroid_x_back vs x0",
+        "width_x_front vs theta",
+        "width_x_back vs theta",
+        "width_y_front vs theta",
+        "width_y_back vs theta",
+    }
+    page = render_html(ev)
+    assert "Observables against conditions" in page and "centroid_x_front vs x0" in page

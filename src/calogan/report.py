@@ -534,6 +534,37 @@ def _classifier_section(ev: Evaluation) -> str:
     return out
 
 
+def _has_trends(ev: Evaluation) -> bool:
+    return bool(ev.metrics["reference"]["condition_trends"])
+
+
+def _conditions_section(ev: Evaluation, dpi: int) -> str:
+    from calogan import plotting
+    from calogan.evaluation import CONDITION_TRENDS
+
+    mt = ev.metrics
+    labels = [s.label for s in ev.samples]
+    trends = [mt["reference"]["condition_trends"]] + [c["condition_trends"] for c in mt["candidates"]]
+    fig = plotting.condition_figure([d.conditions for d in ev.summaries], ev.observables, trends, labels, ev.geometry, CONDITION_TRENDS)
+    out = _figure(
+        plotting.to_data_uri(fig, dpi),
+        "Layer centroids against the impact point (x0, y0) and widths against the polar angle θ, per layer: the mean in ten bins "
+        "of the condition (standard error of the mean) and the least-squares line over all showers (dashed), for every sample. "
+        "A conditional generator must follow the reference's slopes.",
+        "observables against conditions",
+    )
+    rows = []
+    for name, ref in trends[0].items():
+        row = [name, format_measurement(ref["slope"])]
+        for t in trends[1:]:
+            cand = t.get(name)
+            row.append("–" if cand is None else format_measurement(cand["slope"]))
+        rows.append(row)
+    out += _table(["trend", *(f"slope: {lab}" for lab in labels)], rows)
+    out += "<p class='note'>Slopes in mm per mm (centroids against x0, y0) and mm per rad (widths against θ), with their fit errors.</p>"
+    return out
+
+
 def _nearest_section(ev: Evaluation, dpi: int) -> str:
     from calogan import plotting
 
@@ -614,6 +645,7 @@ def render_html(ev: Evaluation, *, dpi: int = 80) -> str:
         ("summary", "Summary", _summary_section(ev)),
         ("images", "Mean shower images", _images_section(ev, dpi)),
         ("resolution", "Energy response and resolution", _resolution_section(ev, dpi)),
+        *([("conditions", "Observables against conditions", _conditions_section(ev, dpi))] if _has_trends(ev) else []),
         ("observables", "Shower observables, all energies", _observables_section(ev, dpi)),
         ("energy-bins", "Shower observables per incident-energy bin", _energy_bins_section(ev, dpi)),
         ("spectrum", "Cell-energy spectrum", _spectrum_section(ev, dpi)),
