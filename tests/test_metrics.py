@@ -329,3 +329,12 @@ def test_low_level_auc_fast(toy_geometry):
     far = replace(ref, cells=ref.cells * 1.3)
     r = m.low_level_auc(ref, far, fast=True)
     assert r.n_runs == 1 and r.auc > 0.95 and r.features == "low"
+
+
+def test_wasserstein_large_samples_bootstrap_a_subset():
+    rng = np.random.default_rng(12)
+    x, y = rng.normal(size=30000), rng.normal(0.1, 1.0, size=30000)
+    full = m.wasserstein(x, y, n_boot=20, max_boot=100000)
+    sub = m.wasserstein(x, y, n_boot=20, max_boot=3000)
+    assert sub.value == full.value  # the value always uses every entry
+    assert 0.6 < sub.uncertainty / full.uncertainty < 1.6  # the subset's spread scaled by sqrt((1/N + 1/M) / (1/n + 1/m))
