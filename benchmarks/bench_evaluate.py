@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from calogan.runtime import write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = ROOT.parent / "shared" / "data" / "geant4" / "g4_eplus_active.h5"
 TARGET_S = 180.0
@@ -160,9 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'CPU time (process)':<{width}} {cpu:>8.1f}")
     print(f"load average before / after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} (other work on the machine inflates timings)")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    tmp_json = args.json.with_name(f".{args.json.name}.tmp")
-    tmp_json.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp_json, args.json)
+    write_text(args.json, json.dumps(result, indent=1) + "\n", force=True)  # a benchmark's JSON is rewritten by each run
     print(f"wrote {args.json}")
     return 0
 

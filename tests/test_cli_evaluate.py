@@ -113,7 +113,7 @@ def test_parse_energy_bins():
 
 @pytest.mark.slow
 def test_geant4_split_at_floor_and_distortion_detected(tmp_path, capsys, no_drawing):
-    """Done-when of issue 4: halves of the Geant4 e+ file give AUCs at the floor; cells x 1.05 is seen."""
+    """Halves of the Geant4 e+ file give AUCs at the floor; cells x 1.05 is seen."""
     src = geant4_file("g4_eplus_active.h5")
     ref, half = tmp_path / "ref.h5", tmp_path / "half.h5"
     split_file(src, [ref, half], [0.5, 0.5], seed=3)

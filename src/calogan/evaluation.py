@@ -106,6 +106,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy.stats import chi2 as chi2_dist
+from scipy.stats import ks_2samp, norm
 
 from calogan import __version__
 from calogan import metrics as m
@@ -376,8 +378,6 @@ def to_json_value(x):
 
 
 def _distribution_mismatch(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    from scipy.stats import ks_2samp
-
     result = ks_2samp(a, b)
     return float(result.statistic), float(result.pvalue)
 
@@ -474,9 +474,6 @@ def _subsample(data: ShowerData, n: int, rng: np.random.Generator) -> ShowerData
 
 def chi2_sigma(chi2: float, ndf: int) -> float | None:
     """The one-sided Gaussian significance of a χ² with ``ndf`` degrees of freedom: Φ⁻¹(1 − p); 0 at p ≥ 0.5, capped at 40."""
-    from scipy.stats import chi2 as chi2_dist
-    from scipy.stats import norm
-
     if not (math.isfinite(chi2) and ndf > 0):
         return None
     log_p = float(chi2_dist.logsf(chi2, ndf))
@@ -565,7 +562,7 @@ def evaluate(reference: Sample, candidates: list[Sample], config: EvaluationConf
     try:
         edges = m.energy_bin_edges(ref.e_inc, config.energy_bins)
     except m.MetricError as err:
-        raise EvaluationError(f"--energy-bins: {err}") from None
+        raise EvaluationError(f"energy_bins: {err}") from None
     bin_of = [m.energy_bin_index(d.e_inc, edges) for d in summaries]
     n_ebins = len(edges) - 1
     per_candidate = []

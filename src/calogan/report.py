@@ -15,16 +15,16 @@ import json
 import math
 import os
 import re
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from calogan import plotting
 from calogan.errors import CaloganError
-from calogan.evaluation import Evaluation
+from calogan.evaluation import CONDITION_TRENDS, Evaluation
 from calogan.metrics import energy_bin_index
+from calogan.runtime import AtomicOutput, write_text
 
 __all__ = ["OUTPUT_FILES", "ReportError", "check_output", "format_measurement", "render_html", "write_report"]
 
@@ -63,23 +63,12 @@ def _write_files(out: Path, files: dict[str, str], force: bool) -> None:
     check_output(out, force)
     if out.is_dir():
         for name, text in files.items():
-            tmp = out / f".{name}.{os.getpid()}.tmp"
-            try:
-                tmp.write_text(text, encoding="utf-8")
-                os.replace(tmp, out / name)
-            finally:
-                tmp.unlink(missing_ok=True)
+            write_text(out / name, text, force=force, error=ReportError)
         return
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with AtomicOutput(out, directory=True, error=ReportError) as folder:
         for name, text in files.items():
-            (tmp_dir / name).write_text(text, encoding="utf-8")
-        tmp_dir.chmod(0o755)
-        os.rename(tmp_dir, out)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
+            (folder.tmp / name).write_text(text, encoding="utf-8")
 
 
 def write_report(
@@ -287,8 +276,6 @@ def _summary_section(ev: Evaluation) -> str:
 
 
 def _images_section(ev: Evaluation, dpi: int) -> str:
-    from calogan import plotting
-
     g = ev.geometry
     labels = [s.label for s in ev.samples]
     fig = plotting.mean_images_figure(ev.mean_images, labels, g)
@@ -310,8 +297,6 @@ def _images_section(ev: Evaluation, dpi: int) -> str:
 
 
 def _resolution_section(ev: Evaluation, dpi: int) -> str:
-    from calogan import plotting
-
     labels = [s.label for s in ev.samples]
     fig = plotting.resolution_figure(ev.resolution, ev.resolution_fits, labels)
     out = _figure(
@@ -384,8 +369,6 @@ def _observable_table(ev: Evaluation, k: int | None) -> str:
 
 
 def _observables_section(ev: Evaluation, dpi: int) -> str:
-    from calogan import plotting
-
     labels = [s.label for s in ev.samples]
     names = [o["name"] for o in ev.metrics["observables"]]
     n_bins = ev.metrics["settings"]["hist_bins"]
@@ -412,8 +395,6 @@ def _observables_section(ev: Evaluation, dpi: int) -> str:
 
 
 def _energy_bins_section(ev: Evaluation, dpi: int) -> str:
-    from calogan import plotting
-
     labels = [s.label for s in ev.samples]
     names = [o["name"] for o in ev.metrics["observables"]]
     n_bins = ev.metrics["settings"]["hist_bins"]
@@ -459,8 +440,6 @@ def _energy_bins_section(ev: Evaluation, dpi: int) -> str:
 
 
 def _spectrum_section(ev: Evaluation, dpi: int) -> str:
-    from calogan import plotting
-
     labels = [s.label for s in ev.samples]
     fig = plotting.spectrum_figure(ev.spectra, labels)
     thr = ev.metrics["settings"]["threshold_mev"]
@@ -539,9 +518,6 @@ def _has_trends(ev: Evaluation) -> bool:
 
 
 def _conditions_section(ev: Evaluation, dpi: int) -> str:
-    from calogan import plotting
-    from calogan.evaluation import CONDITION_TRENDS
-
     mt = ev.metrics
     labels = [s.label for s in ev.samples]
     trends = [mt["reference"]["condition_trends"]] + [c["condition_trends"] for c in mt["candidates"]]
@@ -566,8 +542,6 @@ def _conditions_section(ev: Evaluation, dpi: int) -> str:
 
 
 def _nearest_section(ev: Evaluation, dpi: int) -> str:
-    from calogan import plotting
-
     labels = [s.label for s in ev.samples]
     fig = plotting.nn_distance_figure(ev.nearest, labels)
     out = _figure(

@@ -177,6 +177,7 @@ def _run_sensitivity(args: argparse.Namespace, config, out, say) -> int:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from calogan.cli import flag_names
     from calogan.evaluation import Sample, evaluate
     from calogan.report import check_output, write_report
 
@@ -212,7 +213,8 @@ def run(args: argparse.Namespace) -> int:
         Sample.file(label, path, geometry=args.geometry, strict=args.strict, max_showers=args.max_showers, seed=args.seed + i)
         for i, (path, label) in enumerate(zip(files, labels))
     ]
-    evaluation = evaluate(samples[0], samples[1:], config, progress=say)
+    with flag_names(energy_bins="--energy-bins"):
+        evaluation = evaluate(samples[0], samples[1:], config, progress=say)
     say("writing the report")
     paths = write_report(evaluation, out, force=args.force)
     for line in _summary_lines(evaluation.metrics):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.special import gammainc
 
 from calogan.simulate.deposit import Spots, Tracks, layer_of, track_spots
 from calogan.simulate.materials import Media
@@ -180,8 +181,6 @@ def em_spots(
     Per-spot arrays are float32 and per-shower values reach them by ``np.repeat`` (the spots
     of a shower are contiguous): this is the simulator's hot path.
     """
-    from scipy.special import gammainc
-
     f32 = np.float32
     e_gev = np.asarray(e_gev, dtype=np.float64)
     t_start = np.asarray(t_start, dtype=np.float64)
