@@ -118,7 +118,7 @@ def test_a_read_only_output_folder_is_refused_before_any_work(files, tmp_path, m
 
     monkeypatch.setattr(io.ShowerWriter, "write", no_work)  # simulate, generate, split, select
     monkeypatch.setattr(training, "_load_data", no_work)  # train
-    monkeypatch.setattr("calogan.cli.evaluate._load", no_work)  # evaluate
+    monkeypatch.setattr("calogan.evaluation.Sample.file", no_work)  # evaluate
     monkeypatch.setattr("calogan.checkpoint.torch.load", no_work)  # export, interpolate, generate
     toy, best = str(files["toy"]), str(files["best"])
     for argv in [
