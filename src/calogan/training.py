@@ -189,30 +189,31 @@ class TrainConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
+def apply_overrides(config: TrainConfig, overrides: list[str], *, where: str = "--set") -> TrainConfig:
     """``config`` with ``key=value`` overrides (``--set``): values are YAML (``lr_g=2e-4``,
-    ``betas=[0.5,0.9]``); ``model.KEY`` and ``transform.KEY`` set nested options."""
+    ``betas=[0.5,0.9]``); ``model.KEY`` and ``transform.KEY`` set nested options. Errors
+    start with ``where`` (where the overrides came from)."""
     values = config.to_dict()
     names = [f.name for f in fields(TrainConfig)]
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+            raise ConfigError(f"{where} expects KEY=VALUE, got {item!r}")
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError:
-            raise ConfigError(f"--set {key}: cannot parse value {text!r}") from None
+            raise ConfigError(f"{where} {key}: cannot parse value {text!r}") from None
         head, _, rest = key.partition(".")
         if head not in names:
-            raise ConfigError(f"--set: unknown option {head!r}; options: {', '.join(names)}")
+            raise ConfigError(f"{where}: unknown option {head!r}; options: {', '.join(names)}")
         if rest:
             if head not in ("model", "transform"):
-                raise ConfigError(f"--set: option {head!r} has no sub-options (only model.KEY and transform.KEY do)")
+                raise ConfigError(f"{where}: option {head!r} has no sub-options (only model.KEY and transform.KEY do)")
             values[head] = {**values[head], rest: value}
         else:
             values[head] = value
-    return TrainConfig.from_dict(values, where="--set")
+    return TrainConfig.from_dict(values, where=where)
 
 
 @dataclass(frozen=True)
