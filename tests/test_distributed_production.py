@@ -121,3 +121,31 @@ def test_a_production_survives_a_killed_worker_equals_one_process_and_reruns_onl
     assert main(["info", str(out)]) == 0
     assert f"{N}" in capsys.readouterr().out
     assert json.loads((out / MANIFEST).read_text())["n_showers"] == N
+
+
+def test_shards_of_a_reference_files_conditions_are_the_one_process_run(tmp_path, checkpoint, toy_geometry):
+    """--energy-from: every shard reads its range of the reference file (here made in-process, no cluster)."""
+    from dataclasses import asdict
+
+    from calogan.distributed.production import produce_shard
+    from calogan.io import write_showers
+    from calogan.shards import Shard
+
+    torch.set_num_threads(1)
+    reference = write_showers(tmp_path / "ref.h5", toy_showers(toy_geometry, n=230, seed=8))
+    assert main(["generate", "--model", str(checkpoint), "--energy-from", str(reference), "--batch-size", "50"]
+                + ["--seed", "4", "--threads", "1", "--no-progress", "-o", str(tmp_path / "one.h5")]) == 0  # fmt: skip
+    spec = ProductionSpec.create(checkpoint, shards=3, seed=4, batch_size=50, energy_from=reference)
+    assert spec.n == 230
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    plan = plan_shards(spec.n, spec.shards, align=spec.batch_size)
+    parts = [Shard(k, f"shard-{k}.h5", a, c, 4) for k, (a, c) in enumerate(plan)]
+    done = [produce_shard(spec.to_dict(), str(folder), asdict(s)) for s in parts]
+    assert [d["count"] for d in done] == [c for _, c in plan] and all(d["sha256"] for d in done)
+    got = np.concatenate([read_showers(folder / s.file).cells for s in parts])
+    assert np.array_equal(got, read_showers(tmp_path / "one.h5").cells)
+    # a shard file already there, complete and of this production, is kept as it is
+    before = (folder / parts[1].file).stat().st_mtime_ns
+    assert produce_shard(spec.to_dict(), str(folder), asdict(parts[1]), done[1]["sha256"]) == done[1]
+    assert (folder / parts[1].file).stat().st_mtime_ns == before

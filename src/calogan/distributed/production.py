@@ -93,7 +93,11 @@ class ProductionSpec:
             raise ConfigError(f"model {model}: no such file")
         if options.get("energy_from"):
             options["energy_from"] = str(Path(options["energy_from"]).resolve())
-            options.setdefault("n", inspect(options["energy_from"]).n)
+            available = inspect(options["energy_from"]).n
+            if options.get("n") is None:
+                options["n"] = available
+            elif options["n"] > available:
+                raise ConfigError(f"n {options['n']} exceeds the {available} showers of {options['energy_from']}")
         return cls(model=str(path), model_sha256=file_sha256(path), **options)
 
     def __post_init__(self) -> None:
