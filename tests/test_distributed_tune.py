@@ -116,6 +116,7 @@ def test_validation_score_sees_shapes(toy_geometry):
     moved = ShowerData(toy_geometry, cells, same.e_inc, same.pdg)
     assert np.allclose(moved.cells.sum(1), same.cells.sum(1), rtol=1e-5)  # E_tot alone cannot tell them apart
     assert validation_score(ref, same) < 0.02 < validation_score(ref, moved)
+    assert validation_score(ref, moved, objective="auc") > 0.6  # the low-level classifier tells them apart too
 
 
 def test_cli_tune_is_registered_and_refuses_a_bad_storage(tmp_path, setup, capsys):

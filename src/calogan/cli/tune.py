@@ -13,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="search hyper-parameters: one worker of an Optuna study shared through a database",
         description="Run TRIALS trainings of an Optuna study: each draws the options of the search space (SPACE.yaml) on top of "
         "the config, trains in OUTPUT/trial-NNNN and is scored at every validation by the mean separation power of the "
-        "high-level shower observables per energy bin (lower is better); hopeless trials are pruned. Start any number of "
+        "high-level shower observables per energy bin (or --objective auc: the low-level classifier AUC; lower is better); "
+        "hopeless trials are pruned. Start any number of "
         "workers, on any machines, with the same --storage and --study. Writes OUTPUT/best.yaml (extends the config), "
         "which calogan train takes. Needs the distributed extra (optuna).",
     )
@@ -31,6 +32,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="override a config option for every trial (YAML value), repeatable: --set max_steps=2000",
+    )
+    p.add_argument(
+        "--objective",
+        choices=("separation", "auc"),
+        default="separation",
+        help="validation score: mean separation power of the high-level observables per energy bin (default), "
+        "or the low-level classifier AUC (fast setting: seconds per validation, needs thousands of validation showers)",
     )
     p.add_argument("--pruner", choices=("median", "hyperband", "none"), default="median", help="how hopeless trials stop (default median)")
     p.add_argument("--device", help="auto (CUDA when present), cpu or cuda[:N] (default: the config's, auto)")
@@ -71,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         pruner=args.pruner,
         base_path=args.config,
         overrides=overrides,
+        objective=args.objective,
         on_trial=said,
     )
     if result.best_number is None:

@@ -9,10 +9,14 @@ over NFS). A trial is one ``calogan.training.train`` run in ``DIR/trial-NNNN`` w
 config ``C.yaml`` and the values the sampler (TPE) draws from the search space ``S.yaml``.
 
 Objective (``validation_score``, lower is better): at each of the run's validations the
-generator makes showers at the validation showers' conditions and the score is the mean
-separation power of the high-level shower observables of ``calogan.observables`` (energies,
-fractions, depth, centroids and widths, sparsity, E_ratio, hottest cell, hit cells) per
-incident-energy bin: shapes, not only the total energy. Each validation's score is reported
+generator makes showers at the validation showers' conditions and scores them against those
+showers. ``separation`` (the default): the mean separation power of the high-level shower
+observables of ``calogan.observables`` (energies, fractions, depth, centroids and widths,
+sparsity, E_ratio, hottest cell, hit cells) per incident-energy bin: shapes, not only the
+total energy, in well under a second. ``auc``: the low-level classifier AUC of
+``calogan.metrics.low_level_auc`` in its fast setting for checkpoint choice (one run of
+gradient-boosted trees on the cells, a few seconds; it needs a few thousand validation
+showers to resolve differences of a few hundredths). Each validation's score is reported
 to the pruner (median or Hyperband), which stops hopeless trials early; a trial's value is
 its best score. When the study ends, the worker writes ``DIR/best.yaml``: ``extends:`` the
 base config plus the best trial's values, a config ``calogan train`` takes.
@@ -51,9 +55,10 @@ from calogan.generate import generate
 from calogan.runtime import write_text
 from calogan.training import TrainConfig, TrainingDiverged, apply_overrides, train
 
-__all__ = ["PRUNERS", "Param", "TuneResult", "read_space", "run_worker", "validation_score"]
+__all__ = ["OBJECTIVES", "PRUNERS", "Param", "TuneResult", "read_space", "run_worker", "validation_score"]
 
 PRUNERS = ("median", "hyperband", "none")
+OBJECTIVES = ("separation", "auc")
 # Options of a trial's config that belong to the worker's machine, not to the recipe best.yaml records.
 _MACHINE = ("device", "threads", "progress")
 
@@ -116,13 +121,17 @@ def read_space(path: str | Path, base: TrainConfig) -> list[Param]:
     return space
 
 
-def validation_score(reference: ShowerData, candidate: ShowerData, *, energy_bins: int = 4, hist_bins: int = 20) -> float:
-    """Mean separation power of the high-level observables per incident-energy bin (0: the
-    same histograms, 1: disjoint); the tuning objective, lower is better.
+def validation_score(
+    reference: ShowerData, candidate: ShowerData, *, objective: str = "separation", energy_bins: int = 4, hist_bins: int = 20, seed: int = 0
+) -> float:
+    """The tuning objective, lower is better: the one function to change for another metric.
 
-    ``energy_bins`` bins with equal numbers of reference showers (``metrics.energy_bin_edges``),
-    ``hist_bins`` shared bins per histogram. An observable the candidate leaves undefined in
-    a bin where the reference has it (a generator that deposits nothing) counts as 1.
+    ``separation``: mean separation power of the high-level observables per incident-energy
+    bin (0: the same histograms, 1: disjoint), ``energy_bins`` bins with equal numbers of
+    reference showers (``metrics.energy_bin_edges``), ``hist_bins`` shared bins per
+    histogram; an observable the candidate leaves undefined in a bin where the reference has
+    it (a generator that deposits nothing) counts as 1. ``auc``: the low-level classifier AUC
+    (``metrics.low_level_auc(..., fast=True)``; 0.5 is indistinguishable).
 
     >>> from calogan.geometry import preset
     >>> g = preset("calogan")
@@ -131,6 +140,10 @@ def validation_score(reference: ShowerData, candidate: ShowerData, *, energy_bin
     >>> validation_score(ref, ref)
     0.0
     """
+    if objective == "auc":
+        return float(m.low_level_auc(reference, candidate, fast=True, seed=seed).auc)
+    if objective != "separation":
+        raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
     g = reference.geometry
     ref, cand = (obs.high_level(d.cells, g, d.e_inc) for d in (reference, candidate))
     edges = m.energy_bin_edges(reference.e_inc, energy_bins)
@@ -249,34 +262,39 @@ def run_worker(
     pruner: str | Any = "median",
     base_path: str | Path | None = None,
     overrides: list[str] = (),
-    score_energy_bins: int = 4,
+    objective: str = "separation",
     on_trial=None,
 ) -> TuneResult:
     """Run ``trials`` trials of the study ``study_name`` in ``storage`` (created when new);
     trial k trains in ``out_dir/trial-k``. ``base`` is the config every trial starts from
     (``base_path`` its file, for ``best.yaml``'s ``extends:``; ``overrides`` the ``--set``
-    values on top of it, recorded in ``best.yaml``). ``on_trial(number, state, value)`` is
-    called after each trial of this worker."""
+    values on top of it, recorded in ``best.yaml``). ``objective``: see ``validation_score``.
+    ``on_trial(number, state, value)`` is called after each trial of this worker."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if trials < 1:
         raise ConfigError(f"trials must be >= 1, got {trials}")
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
     study = optuna.create_study(
         storage=_storage(storage), study_name=study_name, direction="minimize", pruner=_pruner(pruner), load_if_exists=True
     )
+    if study.user_attrs.get("objective", objective) != objective:
+        raise ConfigError(f"study {study_name!r} is scored by {study.user_attrs['objective']!r}, not {objective!r}: use another --study")
+    study.set_user_attr("objective", objective)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     mine: list[tuple[int, str, float | None]] = []
 
-    def objective(trial) -> float:
+    def run_trial(trial) -> float:
         values = {p.key: p.suggest(trial) for p in space}
         config = apply_overrides(base, [_override(k, v) for k, v in values.items()])
         scores: list[float] = []
 
         def report(step: int, metrics: dict, model, val: ShowerData) -> None:
             gen = ShowerData.concatenate(list(generate(model, Conditions.from_data(val), seed=config.seed + 1, batch_size=4096)))
-            score = validation_score(val, gen, energy_bins=score_energy_bins)
+            score = validation_score(val, gen, objective=objective, seed=config.seed)
             score = score if math.isfinite(score) else 1.0  # a generator of NaN showers separates completely
             scores.append(score)
             trial.report(score, step)
@@ -293,7 +311,7 @@ def run_worker(
         if on_trial is not None:
             on_trial(frozen.number, frozen.state.name, frozen.value)
 
-    study.optimize(objective, n_trials=trials, catch=(TrainingDiverged,), callbacks=[record], gc_after_trial=True)
+    study.optimize(run_trial, n_trials=trials, catch=(TrainingDiverged,), callbacks=[record], gc_after_trial=True)
     try:
         best = study.best_trial
     except ValueError:  # no trial of the study has completed
@@ -304,7 +322,11 @@ def run_worker(
         base_path,
         {**fixed, **best.params},
         f"calogan tune: best trial {best.number} of study {study_name!r}, validation score {best.value:.6g}\n"
-        "(mean separation power of the high-level observables per incident-energy bin; lower is better)\n"
-        f"train it: calogan train --config {out / 'best.yaml'} -o runs/best",
+        + (
+            "(mean separation power of the high-level observables per incident-energy bin; lower is better)\n"
+            if objective == "separation"
+            else "(low-level classifier AUC, fast setting; 0.5 is indistinguishable)\n"
+        )
+        + f"train it: calogan train --config {out / 'best.yaml'} -o runs/best",
     )
     return TuneResult(study_name, mine, best.number, best.value, dict(best.params), path)
