@@ -110,6 +110,15 @@ def test_a_production_survives_a_killed_worker_equals_one_process_and_reruns_onl
         assert read_manifest(out).shards[2].sha256 == manifest.shards[2].sha256  # the same bytes again
         assert not list(out.glob(".*.tmp.h5"))
 
+        # --verify: checksums recomputed on the workers; a shard changed on disk (same size) is made again
+        path = out / manifest.shards[4].file
+        raw = bytearray(path.read_bytes())
+        raw[-100] ^= 0xFF
+        path.write_bytes(bytes(raw))
+        checked = produce(spec, out, client, verify=True)
+        assert (checked.produced, checked.skipped) == (1, SHARDS - 1)
+        assert path.read_bytes() != bytes(raw) and np.array_equal(read_showers(out).cells, expected.cells)
+
         with pytest.raises(ProductionError, match="seed: 11 there, 12 now"):
             produce(ProductionSpec.create(checkpoint, n=N, shards=SHARDS, seed=12, batch_size=BATCH), out, client)
 
@@ -141,11 +150,11 @@ def test_shards_of_a_reference_files_conditions_are_the_one_process_run(tmp_path
     folder.mkdir()
     plan = plan_shards(spec.n, spec.shards, align=spec.batch_size)
     parts = [Shard(k, f"shard-{k}.h5", a, c, 4) for k, (a, c) in enumerate(plan)]
-    done = [produce_shard(spec.to_dict(), str(folder), asdict(s)) for s in parts]
+    done = [produce_shard(spec.to_dict(), str(folder), asdict(s))[0] for s in parts]
     assert [d["count"] for d in done] == [c for _, c in plan] and all(d["sha256"] for d in done)
     got = np.concatenate([read_showers(folder / s.file).cells for s in parts])
     assert np.array_equal(got, read_showers(tmp_path / "one.h5").cells)
     # a shard file already there, complete and of this production, is kept as it is
     before = (folder / parts[1].file).stat().st_mtime_ns
-    assert produce_shard(spec.to_dict(), str(folder), asdict(parts[1]), done[1]["sha256"]) == done[1]
+    assert produce_shard(spec.to_dict(), str(folder), asdict(parts[1]), done[1]["sha256"]) == (done[1], False)
     assert (folder / parts[1].file).stat().st_mtime_ns == before

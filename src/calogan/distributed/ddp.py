@@ -37,6 +37,7 @@ the showers of one rank's batch on any device: its features are per rank.
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
 from dataclasses import dataclass
 
@@ -126,7 +127,8 @@ class World:
             kwargs = {}
             if backend == "nccl":
                 torch.cuda.set_device(torch.device(resolved))
-                kwargs["device_id"] = torch.device(resolved)
+                if "device_id" in inspect.signature(dist.init_process_group).parameters:  # torch >= 2.3: bind the rank's GPU
+                    kwargs["device_id"] = torch.device(resolved)
             dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes), **kwargs)
         return cls(rank, size, local, backend), resolved
 

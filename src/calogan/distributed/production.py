@@ -131,7 +131,7 @@ class ProductionResult:
     n: int
     shards: int
     produced: int  # shards made by this run
-    skipped: int  # shards finished before
+    skipped: int  # shards finished before (with verify: checked on a worker and kept)
     seconds: float
     peak_rss: dict  # worker address -> peak resident memory in bytes (of the live worker processes)
 
@@ -162,8 +162,8 @@ def _shard_conditions(spec: ProductionSpec, model, shard: Shard) -> Iterator:
     return itertools.islice(chunks, shard.start // b, -(-stop // b))
 
 
-def _finished(shard: Shard, path: Path) -> dict:
-    return asdict(replace(shard, sha256=file_sha256(path), bytes=path.stat().st_size))
+def _finished(shard: Shard, path: Path, made: bool) -> tuple[dict, bool]:
+    return asdict(replace(shard, sha256=file_sha256(path), bytes=path.stat().st_size)), made
 
 
 def _is_this_shard(path: Path, spec: ProductionSpec, shard: Shard, sha256: str | None) -> bool:
@@ -177,8 +177,8 @@ def _is_this_shard(path: Path, spec: ProductionSpec, shard: Shard, sha256: str |
     return ours and (sha256 is None or file_sha256(path) == sha256)
 
 
-def produce_shard(spec: dict, folder: str, shard: dict, expect_sha256: str | None = None) -> dict:
-    """Make one shard file (the Dask task); returns its finished manifest entry.
+def produce_shard(spec: dict, folder: str, shard: dict, expect_sha256: str | None = None) -> tuple[dict, bool]:
+    """Make one shard file (the Dask task); returns its finished manifest entry and whether it was made now.
 
     A file already under the shard's name that is this shard, complete (with
     ``expect_sha256``: with that checksum), is kept, so a task that runs again after its
@@ -188,7 +188,7 @@ def produce_shard(spec: dict, folder: str, shard: dict, expect_sha256: str | Non
     spec_, shard_ = ProductionSpec(**spec), Shard(**shard)
     path = Path(folder) / shard_.file
     if path.exists() and _is_this_shard(path, spec_, shard_, expect_sha256):
-        return _finished(shard_, path)
+        return _finished(shard_, path, made=False)
     torch.set_num_threads(spec_.threads)
     model = load_backend(spec_.model, backend=spec_.backend, device=spec_.device, precision=spec_.precision, threads=spec_.threads)
     attrs = generation_attrs(model, spec_.model, spec_.seed)
@@ -205,7 +205,7 @@ def produce_shard(spec: dict, folder: str, shard: dict, expect_sha256: str | Non
     )
     if n != shard_.count:
         raise ProductionError(f"{path}: wrote {n} showers, the shard holds {shard_.count}")
-    return _finished(shard_, path)
+    return _finished(shard_, path, made=True)
 
 
 def _peak_rss() -> int:
@@ -312,7 +312,7 @@ def produce(
     folder.mkdir(exist_ok=True)
     with _lock(folder):
         manifest = _open_manifest(spec, folder)
-        todo, skipped = [], 0
+        todo, skipped, made = [], 0, 0
         for s in manifest.shards:
             if s.done and _still_there(folder, s) and not verify:
                 skipped += 1
@@ -340,7 +340,10 @@ def produce(
                     manifest = manifest.with_shard(replace(shard, sha256=None, bytes=None))
                     write_manifest(folder, manifest)
                 continue
-            done = Shard(**future.result())
+            record, fresh = future.result()
+            done = Shard(**record)
+            made += fresh
+            skipped += not fresh
             manifest = manifest.with_shard(done)
             write_manifest(folder, manifest)
             if on_shard is not None:
@@ -353,7 +356,7 @@ def produce(
             f"{folder}: {len(errors)} of {len(manifest.shards)} shards failed (first: {shard.file}: {type(err).__name__}: {err}); "
             f"the manifest records the {len(manifest.shards) - len(manifest.pending)} finished ones: run the same command again to redo the rest"
         )
-    return ProductionResult(folder, manifest.n, len(manifest.shards), len(todo), skipped, time.perf_counter() - t0, peak)
+    return ProductionResult(folder, manifest.n, len(manifest.shards), made, skipped, time.perf_counter() - t0, peak)
 
 
 @contextlib.contextmanager
