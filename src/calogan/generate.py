@@ -13,7 +13,15 @@ from calogan.errors import ConfigError
 from calogan.fastsim.generator import GeneratorBackend, TorchBackend
 from calogan.io import ShowerWriter, iter_showers
 
-__all__ = ["conditions_from_file", "generate", "generate_to_file", "parse_values", "sample_conditions", "validate_conditions"]
+__all__ = [
+    "conditions_from_file",
+    "generate",
+    "generate_to_file",
+    "generation_attrs",
+    "parse_values",
+    "sample_conditions",
+    "validate_conditions",
+]
 
 DEFAULT_BATCH = 10000
 
@@ -106,13 +114,16 @@ def sample_conditions(
         yield Conditions(e, np.full(m, pdg, np.int32), conds)
 
 
-def conditions_from_file(path: str | Path, spec, *, chunk_size: int = DEFAULT_BATCH) -> Iterator[Conditions]:
-    """The conditions of every shower of a reference file, in its order, streamed in chunks.
+def conditions_from_file(
+    path: str | Path, spec, *, chunk_size: int = DEFAULT_BATCH, start: int = 0, stop: int | None = None
+) -> Iterator[Conditions]:
+    """The conditions of the showers [start, stop) (default: all) of a reference file, in its
+    order, streamed in chunks.
 
     Showers without a particle label take the model's only particle.
     """
     warned = False
-    for chunk in iter_showers(path, chunk_size):
+    for chunk in iter_showers(path, chunk_size, start=start, stop=stop):
         missing = [k for k in spec.keys[1:] if k not in chunk.conditions]
         if missing:
             raise ConfigError(f"{path}: the model is conditioned on {missing} but the file has no such key")
@@ -133,6 +144,7 @@ def generate(
     seed: int = 0,
     batch_size: int = DEFAULT_BATCH,
     progress=None,
+    start: int = 0,
 ) -> Iterator[ShowerData]:
     """Showers (physical cells, MeV) for ``conditions``, one ShowerData per batch, in order.
 
@@ -142,13 +154,17 @@ def generate(
     (streamed: memory stays that of one batch). Shower i (counted over the whole run) gets
     the latent noise ``latent_noise(seed, i, ...)``, so the same seed gives the same noise
     for any batch size and backend, and the same showers up to float rounding.
-    ``progress`` is an optional tqdm-like bar, advanced by each batch's size.
+    ``progress`` is an optional tqdm-like bar, advanced by each batch's size. ``start`` is
+    the index of the first shower when these are part of a longer run (a shard of a mass
+    production): their noise is that run's, from shower ``start`` on.
     """
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+    if start < 0:
+        raise ConfigError(f"start must be >= 0, got {start}")
     backend = model if isinstance(model, GeneratorBackend) else TorchBackend(model)
     keys = backend.conditions.keys[1:]
-    done = 0
+    done = start
     for chunk in [conditions] if isinstance(conditions, Conditions) else conditions:
         validate_conditions(chunk)
         for start in range(0, len(chunk), batch_size):
@@ -172,12 +188,14 @@ def generate_to_file(
     force: bool = False,
     inputs: Iterable[str | Path] = (),
     progress=None,
+    start: int = 0,
 ) -> int:
     """Generate into a CaloGAN-format HDF5 file (atomic, chunked); returns the shower count.
 
-    ``model`` and ``progress`` as for ``generate``. The file carries the model's conditions
-    as keys, the particle (attribute, or per shower for a multi-particle model) and ``attrs``.
-    ``inputs`` (the model file, a reference file) may not be the output, ``force`` or not.
+    ``model``, ``progress`` and ``start`` as for ``generate``. The file carries the model's
+    conditions as keys, the particle (attribute, or per shower for a multi-particle model)
+    and ``attrs``. ``inputs`` (the model file, a reference file) may not be the output,
+    ``force`` or not.
     """
     spec = model.conditions
     many = len(spec.particles) > 1
@@ -187,9 +205,18 @@ def generate_to_file(
     with ShowerWriter(
         path, model.geometry, conditions=spec.keys[1:], per_shower_particle=many, attrs=attrs, force=force, inputs=tuple(inputs)
     ) as w:
-        for data in generate(model, conditions, seed=seed, batch_size=batch_size, progress=progress):
+        for data in generate(model, conditions, seed=seed, batch_size=batch_size, progress=progress, start=start):
             w.write(data)
         return w.n
+
+
+def generation_attrs(model, model_path: str | Path, seed: int) -> dict:
+    """The attributes a generated file carries: convention, generator, model file, seed, backend, training step."""
+    attrs = {k: v for k, v in model.attrs.items() if k in ("convention",)}
+    attrs.update({"generator": f"calogan {model.family}", "model": str(model_path), "seed": seed, "backend": model.name})
+    if model.attrs.get("step") is not None:
+        attrs["model_step"] = model.attrs["step"]
+    return attrs
 
 
 def _particle(spec, particle) -> int:

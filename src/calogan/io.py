@@ -1,4 +1,8 @@
-"""Read and write shower files (CaloGAN and CaloChallenge HDF5): validated, streamed, atomic."""
+"""Read and write shower files (CaloGAN and CaloChallenge HDF5): validated, streamed, atomic.
+
+Every reader also takes a sharded folder (``calogan.shards``: shard files and a manifest, as
+``calogan generate --shards`` writes them) and reads it as one sample, the shards in order.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from calogan.data import CONDITION_KEYS, ShowerData, particle_code, particle_nam
 from calogan.errors import CaloganError, ConfigError
 from calogan.geometry import PRESETS, Geometry, GeometryError, load_geometry, preset
 from calogan.runtime import AtomicOutput, check_outputs, commit_all
+from calogan.shards import is_sharded, read_manifest, shard_files
 
 __all__ = [
     "FileInfo",
@@ -192,8 +197,14 @@ def _attr_text(value) -> str | None:
 
 
 def inspect(path: str | Path, geometry: str | Geometry | None = None) -> FileInfo:
-    """Check a file's structure and read its small metadata (not its cells)."""
+    """Check a file's structure and read its small metadata (not its cells).
+
+    A sharded folder: every shard is inspected and must agree with the manifest and with the
+    others (geometry, format, conditions); ``attrs`` are the first shard's, without its
+    ``shard_*`` keys, plus ``shards`` (their number)."""
     path = Path(path)
+    if is_sharded(path):
+        return _inspect_sharded(path, geometry)
     with _open(path) as f:
         fmt, geo, n = _structure(f, path, geometry)
         e = _read_energy(f, path, fmt, 0, n)
@@ -215,6 +226,45 @@ def inspect(path: str | Path, geometry: str | Geometry | None = None) -> FileInf
             attrs={k: _attr_text(v) if isinstance(v, (str, bytes)) else v for k, v in f.attrs.items() if k != "geometry"},
             extra_keys=tuple(sorted(set(f.keys()) - known)),
         )
+
+
+def _inspect_sharded(folder: Path, geometry) -> FileInfo:
+    manifest = read_manifest(folder)
+    infos = [inspect(p, geometry) for p in shard_files(folder)]
+    first = infos[0]
+    for shard, info in zip(manifest.shards, infos):
+        if info.n != shard.count:
+            raise ShowerFileError(f"{folder}: shard {shard.file} holds {info.n} showers, the manifest says {shard.count}")
+        for key in ("geometry", "format", "conditions"):
+            if getattr(info, key) != getattr(first, key):
+                raise ShowerFileError(f"{folder}: shard {shard.file} differs from {manifest.shards[0].file} in its {key}")
+    particles = list(dict.fromkeys(p for i in infos if i.particle for p in i.particle.split(",")))
+    return FileInfo(
+        path=folder,
+        format=first.format,
+        geometry=first.geometry,
+        n=sum(i.n for i in infos),
+        particle=",".join(particles) or None,
+        conditions=first.conditions,
+        e_range=(min(i.e_range[0] for i in infos), max(i.e_range[1] for i in infos)),
+        attrs={**{k: v for k, v in first.attrs.items() if not k.startswith("shard_")}, "shards": len(infos)},
+        extra_keys=first.extra_keys,
+    )
+
+
+def _shard_ranges(folder: Path, start: int, stop: int | None) -> list[tuple[Path, int, int]]:
+    """(shard file, start, stop) within each shard of the showers [start, stop) of a sharded folder."""
+    manifest = read_manifest(folder)
+    paths = shard_files(folder)
+    stop = manifest.n if stop is None else min(stop, manifest.n)
+    if not 0 <= start < stop:
+        raise _err(folder, None, f"showers [{start}, {stop}) are not in the sample's {manifest.n}")
+    out = []
+    for shard, p in zip(manifest.shards, paths):
+        a, b = max(start, shard.start), min(stop, shard.start + shard.count)
+        if a < b:
+            out.append((p, a - shard.start, b - shard.start))
+    return out
 
 
 def _read_energy(f, path, fmt, start, stop) -> np.ndarray:
@@ -322,6 +372,10 @@ def iter_showers(
     if chunk_size < 1:
         raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
     path = Path(path)
+    if is_sharded(path):  # the shards in order; a chunk never spans two shards
+        for p, a, b in _shard_ranges(path, start, stop):
+            yield from iter_showers(p, chunk_size, geometry=geometry, strict=strict, start=a, stop=b)
+        return
     with _open(path) as f:
         fmt, geo, n = _structure(f, path, geometry)
         stop = n if stop is None else min(stop, n)
@@ -351,6 +405,8 @@ def read_showers(path: str | Path, **kwargs) -> ShowerData:
 def read_e_inc(path: str | Path, geometry: str | Geometry | None = None) -> np.ndarray:
     """(N,) incident energies in GeV of every shower, without reading any cells."""
     path = Path(path)
+    if is_sharded(path):
+        return np.concatenate([read_e_inc(p, geometry) for p in shard_files(path)])
     with _open(path) as f:
         fmt, _, n = _structure(f, path, geometry)
         return _read_energy(f, path, fmt, 0, n)
@@ -358,6 +414,8 @@ def read_e_inc(path: str | Path, geometry: str | Geometry | None = None) -> np.n
 
 def read_extra(path: str | Path, key: str, start: int = 0, stop: int | None = None) -> np.ndarray:
     """A per-shower key beyond cells and conditions (e.g. ``g4_cpu_seconds``), shape (N, ...)."""
+    if is_sharded(path):
+        return np.concatenate([read_extra(p, key, a, b) for p, a, b in _shard_ranges(Path(path), start, stop)])
     with _open(path) as f:
         ds = _need(f, path, key)
         return np.asarray(ds[start:stop])
@@ -519,6 +577,8 @@ def write_showers(path: str | Path, data: ShowerData, **kwargs) -> Path:
 
 
 def _file_attrs(path: str | Path) -> dict:
+    if is_sharded(path):
+        return {k: v for k, v in _file_attrs(shard_files(path)[0]).items() if not k.startswith("shard_")}
     with _open(path) as f:
         return {k: v for k, v in f.attrs.items() if k not in ("geometry", "calogan_version")}
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,14 @@ from tqdm.auto import tqdm
 from calogan.checkpoint import load_checkpoint, save_checkpoint
 from calogan.config import config_from_dict, read_config
 from calogan.data import Conditions, ShowerData
+from calogan.distributed.ddp import World, rank_seed, sync_batch_norm
 from calogan.errors import CaloganError, ConfigError
 from calogan.generate import generate
 from calogan.io import inspect, read_showers
 from calogan.metrics import energy_bin_edges, energy_chi2, response_resolution
 from calogan.models import build_model, family_class
 from calogan.models.base import ConditionSpec
-from calogan.runtime import check_output_folder, resolve_device, resolve_threads, write_text
+from calogan.runtime import check_output_folder, resolve_threads, write_text
 from calogan.transforms import ShowerTransform, TransformConfig
 
 __all__ = ["GeneratorEMA", "TrainConfig", "TrainResult", "TrainState", "TrainingDiverged", "apply_overrides", "train"]
@@ -189,30 +191,31 @@ class TrainConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
+def apply_overrides(config: TrainConfig, overrides: list[str], *, where: str = "--set") -> TrainConfig:
     """``config`` with ``key=value`` overrides (``--set``): values are YAML (``lr_g=2e-4``,
-    ``betas=[0.5,0.9]``); ``model.KEY`` and ``transform.KEY`` set nested options."""
+    ``betas=[0.5,0.9]``); ``model.KEY`` and ``transform.KEY`` set nested options. Errors
+    start with ``where`` (where the overrides came from)."""
     values = config.to_dict()
     names = [f.name for f in fields(TrainConfig)]
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+            raise ConfigError(f"{where} expects KEY=VALUE, got {item!r}")
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError:
-            raise ConfigError(f"--set {key}: cannot parse value {text!r}") from None
+            raise ConfigError(f"{where} {key}: cannot parse value {text!r}") from None
         head, _, rest = key.partition(".")
         if head not in names:
-            raise ConfigError(f"--set: unknown option {head!r}; options: {', '.join(names)}")
+            raise ConfigError(f"{where}: unknown option {head!r}; options: {', '.join(names)}")
         if rest:
             if head not in ("model", "transform"):
-                raise ConfigError(f"--set: option {head!r} has no sub-options (only model.KEY and transform.KEY do)")
+                raise ConfigError(f"{where}: option {head!r} has no sub-options (only model.KEY and transform.KEY do)")
             values[head] = {**values[head], rest: value}
         else:
             values[head] = value
-    return TrainConfig.from_dict(values, where="--set")
+    return TrainConfig.from_dict(values, where=where)
 
 
 @dataclass(frozen=True)
@@ -227,7 +230,9 @@ class TrainResult:
     best_chi2: float | None
     last: Path
     best: Path
-    showers_per_s: float
+    showers_per_s: float  # of the whole run (every rank's showers)
+    rank: int = 0
+    world_size: int = 1
 
 
 class _Sampler:
@@ -328,6 +333,7 @@ class _Run:
     data_attrs: dict
     fingerprint: str
     created: list[Path] = field(default_factory=list)  # folders this run made (outermost first), removed if it fails early
+    world: World = field(default_factory=World)
 
     @property
     def last(self) -> Path:
@@ -371,13 +377,25 @@ class TrainState:
         return cls(model, opt_g, opt_d, sampler, ema)
 
     def training_state(self, run: _Run) -> dict:
+        """What ``--resume`` needs; with several ranks a collective: every rank's RNG state and a
+        digest of its weights are gathered, and ranks whose weights differ stop the run."""
         cuda = run.device.type == "cuda"
+        rng = {"torch_rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state(run.device) if cuda else None}
+        ranks = run.world.gather({**rng, "weights": _weights_digest(self.model)})
+        digests = [r.pop("weights") for r in ranks]
+        if len(set(digests)) > 1:
+            raise TrainingDiverged(
+                f"step {self.step}: the {len(digests)} ranks hold different weights (digests {', '.join(digests)}); "
+                f"the last good checkpoint is {_describe_last(run.last)}"
+            )
         return {
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "sampler": self.sampler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(run.device) if cuda else None,
+            **ranks[0],
+            "rank_rng": ranks[1:],  # ranks 1.. of a data-parallel run
+            "world_size": run.world.size,
+            "weights_digest": digests[0],  # every rank's, checked equal
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "elapsed": self.elapsed,
             "best": dict(self.best),
@@ -388,9 +406,17 @@ class TrainState:
         self.opt_g.load_state_dict(t["opt_g"])
         self.opt_d.load_state_dict(t["opt_d"])
         self.sampler.load_state_dict(t["sampler"])
-        torch.set_rng_state(t["torch_rng"])
-        if run.device.type == "cuda" and t.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(t["cuda_rng"], run.device)
+        # The data order is global (the same on every rank), so it continues exactly with any
+        # number of ranks; each rank's noise stream continues where that rank left it, and a
+        # rank the stored run did not have starts a stream of its own.
+        rank = run.world.rank
+        stored = [{"torch_rng": t["torch_rng"], "cuda_rng": t.get("cuda_rng")}, *t.get("rank_rng", [])]
+        if rank < len(stored):
+            torch.set_rng_state(stored[rank]["torch_rng"])
+            if run.device.type == "cuda" and stored[rank].get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(stored[rank]["cuda_rng"], run.device)
+        else:
+            torch.manual_seed(rank_seed(run.config.seed, rank, step))
         if self.ema is not None:
             if t.get("ema") is None:
                 raise ConfigError(f"--resume: {run.last} holds no EMA weights")
@@ -404,12 +430,16 @@ class TrainState:
     def save(self, path: Path, run: _Run, *, training: bool, metrics: dict | None = None) -> None:
         """Write a checkpoint of the model as it is now; never one with non-finite weights."""
         # A finite loss does not prove finite weights: the update after it may have overflowed.
-        # Never let a non-finite model replace the last good checkpoint.
+        # Never let a non-finite model replace the last good checkpoint. (Every rank holds the
+        # same weights, so every rank reaches the same verdict.)
         if not all(torch.isfinite(v).all() for v in self.model.state_dict().values() if v.is_floating_point()):
             raise TrainingDiverged(
                 f"step {self.step}: non-finite model weights; training stopped, {path} was not overwritten "
                 f"(last good checkpoint: {_describe_last(run.last)}); lower the learning rates or resume from it"
             )
+        training_state = self.training_state(run) if training else None  # a collective: on every rank
+        if not run.world.is_main:
+            return
         save_checkpoint(
             path,
             self.model,
@@ -417,7 +447,7 @@ class TrainState:
             train_config=run.config.to_dict(),
             metrics=metrics,
             data_attrs=run.data_attrs,
-            training=self.training_state(run) if training else None,
+            training=training_state,
         )
 
 
@@ -429,13 +459,23 @@ class _Monitor:
     def __init__(self, run: _Run, step: int) -> None:
         c = run.config
         self.run = run
-        self.bar = tqdm(total=c.max_steps, initial=step, disable=not c.progress, unit="step", dynamic_ncols=True, desc=f"train {c.family}")
+        self.main = run.world.is_main  # only rank 0 shows and records
+        self.bar = tqdm(
+            total=c.max_steps,
+            initial=step,
+            disable=not (c.progress and self.main),
+            unit="step",
+            dynamic_ncols=True,
+            desc=f"train {c.family}",
+        )
         self.postfix: dict[str, str] = {}  # losses, throughput, time left and the validation, as the bar shows them
         self.running: dict[str, float] = {}
         self.n_running, self.t_log, self.showers = 0, time.perf_counter(), 0
         self.throughput = 0.0
 
     def write(self, record: dict) -> None:
+        if not self.main:
+            return
         with open(self.run.log, "a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -468,6 +508,15 @@ class _Monitor:
         if state.best["chi2"] is not None:
             self.postfix["best"] = f"{state.best['chi2']:.3g}@{state.best['step']}"
         self.bar.set_postfix(self.postfix, refresh=False)
+
+
+def _weights_digest(model: torch.nn.Module) -> str:
+    """SHA-1 of the model's parameters and buffers, in state-dict order (equal weights, equal digest)."""
+    h = hashlib.sha1()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _fingerprint(data: ShowerData) -> str:
@@ -554,9 +603,9 @@ def _validate(model, val: ShowerData, config: TrainConfig) -> dict[str, float]:
     return out
 
 
-def _validate_and_keep(state: TrainState, run: _Run, val: ShowerData | None, monitor: _Monitor) -> dict | None:
-    """Score the generator on the validation showers; a new best score writes ``best.pt``."""
-    if val is None:
+def _validate_and_keep(state: TrainState, run: _Run, val: ShowerData | None, monitor: _Monitor, hook=None) -> dict | None:
+    """Score the generator on the validation showers (rank 0); a new best score writes ``best.pt``."""
+    if val is None or not run.world.is_main:
         return None
     with state.generator_weights():
         metrics = {**_validate(state.model, val, run.config), "step": state.step}
@@ -564,43 +613,67 @@ def _validate_and_keep(state: TrainState, run: _Run, val: ShowerData | None, mon
         if math.isfinite(metrics["chi2"]) and (state.best["chi2"] is None or metrics["chi2"] < state.best["chi2"]):
             state.best.update(chi2=metrics["chi2"], step=state.step)
             state.save(run.best, run, training=False, metrics=metrics)
+        if hook is not None:
+            state.model.eval()
+            try:
+                with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
+                    hook(state.step, metrics, state.model, val)
+            finally:
+                state.model.train()
     return metrics
 
 
 @dataclass(frozen=True)
 class _Batches:
-    """The training set in model space on the device, and how a step draws from it."""
+    """The training set in model space on the device, and how a step draws from it.
+
+    Draws are global (``batch_size`` showers, the same on every rank); each rank then takes
+    its shard (``World.shard``), so the data order does not depend on the number of ranks.
+    """
 
     x: torch.Tensor  # (N, n_cells) transformed cells
     c: torch.Tensor  # (N, n_cond) physical conditions
     config: TrainConfig
+    world: World = field(default_factory=World)
+
+    def discriminator_batch(self, idx: np.ndarray, k: int) -> torch.Tensor:
+        """This rank's rows of the ``k``-th global batch of the big batch ``idx``: (batch_size / W,) indices."""
+        bs = self.config.batch_size
+        return torch.from_numpy(idx[k * bs : (k + 1) * bs][self.world.shard(bs)]).to(self.x.device)
 
     def generator_conditions(self, sampler: _Sampler, idx: np.ndarray, last: torch.Tensor) -> torch.Tensor:
-        """(batch_size, n_cond) conditions of one generator update (``condition_sampling``)."""
+        """(batch_size / W, n_cond) conditions of one generator update (``condition_sampling``)."""
         c = self.config
         if c.condition_sampling == "big_batch":
-            return self.c[torch.from_numpy(sampler.rng.choice(idx, c.batch_size, replace=False)).to(self.c.device)]
-        if c.condition_sampling == "dataset":
-            return self.c[torch.from_numpy(sampler.rng.choice(len(self.c), c.batch_size, replace=False)).to(self.c.device)]
-        return last
+            pick = sampler.rng.choice(idx, c.batch_size, replace=False)
+        elif c.condition_sampling == "dataset":
+            pick = sampler.rng.choice(len(self.c), c.batch_size, replace=False)
+        else:
+            return last
+        return self.c[torch.from_numpy(pick[self.world.shard(c.batch_size)]).to(self.c.device)]
 
 
 def _train_step(state: TrainState, batches: _Batches, autocast) -> tuple[dict[str, float], list[float]]:
     """One step: ``d_steps`` critic updates on consecutive batches of a big batch, then
-    ``g_steps`` generator updates. Returns the logged values and every update's loss."""
-    config, model, bs = batches.config, state.model, batches.config.batch_size
-    idx = state.sampler.take(config.d_steps * bs)
+    ``g_steps`` generator updates. Returns the logged values and every update's loss.
+
+    With several ranks each computes its shard of every batch, and the gradients of the
+    updated parameter group are averaged over the ranks before the optimiser steps; the
+    logged values and losses are the ranks' means."""
+    config, model, world = batches.config, state.model, batches.world
+    idx = state.sampler.take(config.d_steps * config.batch_size)
+    d_params, g_params = list(model.discriminator_parameters()), list(model.generator_parameters())
     losses = []
     for k in range(config.d_steps):
-        b = torch.from_numpy(idx[k * bs : (k + 1) * bs]).to(batches.x.device)
+        b = batches.discriminator_batch(idx, k)
         cond = batches.c[b]
         with autocast():
             loss_d, logs_d = model.discriminator_loss(batches.x[b], cond)
         state.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
+        world.average_gradients(d_params)
         state.opt_d.step()
         losses.append(loss_d.detach())
-    d_params = model.discriminator_parameters()
     for p in d_params:  # the critic is a constant during generator updates
         p.requires_grad_(False)
     for _ in range(config.g_steps):
@@ -609,16 +682,18 @@ def _train_step(state: TrainState, batches: _Batches, autocast) -> tuple[dict[st
             loss_g, logs_g = model.generator_loss(cond)
         state.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
+        world.average_gradients(g_params)
         state.opt_g.step()
         losses.append(loss_g.detach())
     for p in d_params:
         p.requires_grad_(True)
+    world.average_batch_norm(model)
     if state.ema is not None:
         state.ema.update()
     logs = {**logs_d, **logs_g, "d_loss": loss_d.detach(), "g_loss": loss_g.detach()}
     # One device-to-host transfer per step (each is a CUDA sync): the logged values, then
     # every update's loss for the NaN guard.
-    both = torch.stack([v.float() for v in logs.values()] + [v.float() for v in losses]).cpu().tolist()
+    both = world.mean(torch.stack([v.float() for v in logs.values()] + [v.float() for v in losses])).cpu().tolist()
     return dict(zip(logs, both[: len(logs)])), both[len(logs) :]
 
 
@@ -666,7 +741,9 @@ def _autocast(config: TrainConfig, device: torch.device):
     return contextlib.nullcontext
 
 
-def _start(config: TrainConfig, out: Path, *, resume: bool, force: bool) -> tuple[_Run, TrainState, _Batches, ShowerData | None]:
+def _start(
+    config: TrainConfig, out: Path, world: World, device: torch.device, *, resume: bool, force: bool
+) -> tuple[_Run, TrainState, _Batches, ShowerData | None]:
     """Check the output folder, set up the machine, read the data and build (or restore) the state."""
     ckpt = _resume_checkpoint(config, out) if resume else None
     if not resume:
@@ -674,11 +751,7 @@ def _start(config: TrainConfig, out: Path, *, resume: bool, force: bool) -> tupl
             raise ConfigError(f"{out}: holds a run already; pass --resume to continue it or --force to start again")
         inputs = [p for p in (config.data, config.val_data) if p]
         check_output_folder(out, inputs=inputs, error=ConfigError)  # the folder itself appears once the data are read
-
-    try:
-        device = torch.device(resolve_device(config.device))
-    except ConfigError as err:
-        raise ConfigError(f"option {err}") from None
+    world.per_rank(config.batch_size)  # the global batch must split evenly over the ranks
     threads = resolve_threads(config.threads, default=None)
     if threads is not None:
         torch.set_num_threads(threads)
@@ -687,7 +760,7 @@ def _start(config: TrainConfig, out: Path, *, resume: bool, force: bool) -> tupl
         torch.backends.cudnn.allow_tf32 = config.tf32
 
     train_data, val, data_attrs = _load_data(config)
-    run = _Run(config, out, device, data_attrs, _fingerprint(train_data))
+    run = _Run(config, out, device, data_attrs, _fingerprint(train_data), world)
     n_big = config.d_steps * config.batch_size
     if n_big > len(train_data):
         raise ConfigError(f"d_steps * batch_size = {n_big} exceeds the {len(train_data)} training showers")
@@ -695,17 +768,24 @@ def _start(config: TrainConfig, out: Path, *, resume: bool, force: bool) -> tupl
     torch.manual_seed(config.seed)  # the models draw noise and penalty points from torch's RNG
     sampler = _Sampler(len(train_data), config.seed)
     if ckpt is None:
-        state = TrainState.create(config, _new_model(config, train_data), sampler, device)
+        model = _new_model(config, train_data)
+        # Rank 0 keeps the stream of a one-process run; the other ranks draw noise of their own.
+        if world.rank:
+            torch.manual_seed(rank_seed(config.seed, world.rank))
     else:
         if ckpt.training.get("data_fingerprint") != run.fingerprint:
             raise ConfigError(f"--resume: the training data differ from those of the run in {out} ({config.data})")
-        state = TrainState.create(config, ckpt.model, sampler, device)
+        model = ckpt.model
+    model = sync_batch_norm(model.to(device), world, device)
+    world.broadcast_module(model)  # every rank starts from rank 0's weights, as DDP does
+    state = TrainState.create(config, model, sampler, device)
+    if ckpt is not None:
         state.load_training_state(ckpt.training, ckpt.step, run)
         _truncate_log(run.log, ckpt.step)
     # Model-space training set on the device once: (N, n_cells) and physical conditions (N, n_cond).
     x_all = torch.from_numpy(state.model.transform.forward(train_data.cells, train_data.e_inc)).to(device)
-    batches = _Batches(x_all, state.model.conditions.tensor(train_data).to(device), config)
-    if ckpt is None:
+    batches = _Batches(x_all, state.model.conditions.tensor(train_data).to(device), config, world)
+    if ckpt is None and world.is_main:
         # Everything is checked: the run's folder appears now. A previous run in it (--force)
         # is removed first, so that no file of it is taken for one of this run's.
         run = replace(run, created=_make_folder(out))
@@ -721,27 +801,54 @@ def _start(config: TrainConfig, out: Path, *, resume: bool, force: bool) -> tupl
     return run, state, batches, val
 
 
-def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, force: bool = False) -> TrainResult:
+def train(
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    on_validation: Callable[[int, dict, Any, ShowerData], None] | None = None,
+) -> TrainResult:
     """Train ``config.family`` on ``config.data``; checkpoints and logs go to ``out_dir``.
 
     ``out_dir`` receives ``config.yaml``, ``last.pt`` (every ``checkpoint_every`` steps and
     at the end, with optimiser, RNG and data-order state), ``best.pt`` (the best validation
     step) and ``log.jsonl``. ``resume=True`` continues from ``last.pt`` exactly as the
-    uninterrupted run would have (same device and thread count); only ``max_steps``,
-    ``max_minutes``, ``progress`` and ``log_every`` may differ from the stored config.
-    A NaN or inf loss stops training with ``TrainingDiverged``; ``last.pt`` is then the last
-    good state.
+    uninterrupted run would have (same device, thread count and number of ranks); only
+    ``max_steps``, ``max_minutes``, ``progress`` and ``log_every`` may differ from the stored
+    config. A NaN or inf loss stops training with ``TrainingDiverged``; ``last.pt`` is then
+    the last good state.
+
+    Started by ``torchrun`` the run is data-parallel (``calogan.distributed.ddp``):
+    ``batch_size`` is the global batch, split evenly over the ranks; rank 0 validates and
+    writes. A resume with another number of ranks continues the data order exactly (the
+    sampler is global) and draws new noise on the ranks the stored run did not have.
+
+    ``on_validation(step, metrics, model, val)`` is called after each validation (rank 0),
+    with the model in eval mode carrying the weights generation uses; an exception it raises
+    ends the run (how ``calogan tune`` prunes a trial).
     """
-    run, state, batches, val = _start(config, Path(out_dir), resume=resume, force=force)
     try:
-        return _train(run, state, batches, val)
+        world, device = World.from_env(config.device)
+    except ConfigError as err:
+        raise ConfigError(f"option {err}") from None
+    try:
+        return _train(config, Path(out_dir), world, torch.device(device), resume=resume, force=force, on_validation=on_validation)
+    finally:
+        world.close()
+
+
+def _train(config: TrainConfig, out: Path, world: World, device: torch.device, *, resume, force, on_validation) -> TrainResult:
+    run, state, batches, val = _start(config, out, world, device, resume=resume, force=force)
+    try:
+        return _loop(run, state, batches, val, world, on_validation)
     except BaseException:
-        if not resume and not run.last.exists():
+        if not resume and not run.last.exists() and world.is_main:
             _remove_run(run)  # failed (or stopped) before its first checkpoint: it leaves nothing behind
         raise
 
 
-def _train(run: _Run, state: TrainState, batches: _Batches, val: ShowerData | None) -> TrainResult:
+def _loop(run: _Run, state: TrainState, batches: _Batches, val: ShowerData | None, world: World, on_validation) -> TrainResult:
     config = run.config
     model, forward = state.model, state.model.forward
     if config.compile:
@@ -753,7 +860,8 @@ def _train(run: _Run, state: TrainState, batches: _Batches, val: ShowerData | No
     t_start, stopped, last_val_step = time.perf_counter() - state.elapsed, "max_steps", -1
     try:
         while state.step < config.max_steps:
-            if config.max_minutes is not None and state.elapsed >= 60 * config.max_minutes:
+            # rank 0's clock decides for every rank: they must leave the loop together
+            if config.max_minutes is not None and world.broadcast_flag(state.elapsed >= 60 * config.max_minutes, run.device):
                 stopped = "max_minutes"
                 break
             logs, losses = _train_step(state, batches, autocast)
@@ -762,7 +870,7 @@ def _train(run: _Run, state: TrainState, batches: _Batches, val: ShowerData | No
             state.elapsed = time.perf_counter() - t_start
             monitor.losses(state, logs, n_big)
             if state.step % config.val_every == 0:
-                metrics, last_val_step = _validate_and_keep(state, run, val, monitor), state.step
+                metrics, last_val_step = _validate_and_keep(state, run, val, monitor, on_validation), state.step
                 if metrics is not None:
                     monitor.show_validation(state, metrics)
             if state.step % config.checkpoint_every == 0:
@@ -771,10 +879,10 @@ def _train(run: _Run, state: TrainState, batches: _Batches, val: ShowerData | No
     finally:
         monitor.bar.close()
     if last_val_step != state.step:
-        _validate_and_keep(state, run, val, monitor)
+        _validate_and_keep(state, run, val, monitor, on_validation)
     state.elapsed = time.perf_counter() - t_start
     state.save(run.last, run, training=True)
-    if val is None:
+    if val is None and world.is_main:
         with state.generator_weights():
             state.save(run.best, run, training=False)
         state.best.update(step=state.step)
@@ -789,6 +897,8 @@ def _train(run: _Run, state: TrainState, batches: _Batches, val: ShowerData | No
         last=run.last,
         best=run.best,
         showers_per_s=monitor.throughput,
+        rank=world.rank,
+        world_size=world.size,
     )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from calogan.errors import ConfigError
+
 __all__ = ["register", "run"]
 
 
@@ -13,7 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="generate showers from a trained model",
         description="Generate showers from a checkpoint into a CaloGAN-format HDF5 file, streamed in chunks. "
         "Either sample conditions (--particle, --energy, -n) or take every shower's conditions from a reference file "
-        "(--energy-from), in its order.",
+        "(--energy-from), in its order. With --shards the showers go into a folder of shard files written by Dask workers "
+        "(--cluster local or a running Dask scheduler), with a manifest; running the same command again finishes an "
+        "interrupted production.",
     )
     p.add_argument("--model", required=True, help="checkpoint (e.g. runs/wgan_eplus/best.pt) or exported model.onnx (calogan export)")
     p.add_argument("--particle", help="particle to generate (default: the model's only particle)")
@@ -51,8 +55,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--compile", action="store_true", help="torch backend: run the generator through torch.compile (pays at large n)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("-o", "--output", required=True, help="output HDF5 file")
+    p.add_argument("-o", "--output", required=True, help="output HDF5 file (with --shards: output folder)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    g = p.add_argument_group("mass production (needs the distributed extra: pip install 'calogan[distributed]')")
+    g.add_argument(
+        "--shards",
+        type=int,
+        help="split the showers into this many shard files in the OUTPUT folder, each made whole by one Dask task, "
+        "recorded in OUTPUT/manifest.json; the same command again skips finished shards and redoes the rest",
+    )
+    g.add_argument(
+        "--cluster",
+        default="local",
+        help="local (a Dask LocalCluster on this machine, default), a scheduler address tcp://HOST:8786, or a scheduler file *.json",
+    )
+    g.add_argument("--workers", type=int, help="--cluster local: worker processes (default: the cores over --threads)")
+    g.add_argument(
+        "--verify", action="store_true", help="recompute the checksums of finished shards (on the workers) and remake any that differ"
+    )
     p.set_defaults(func=run)
 
 
@@ -64,9 +84,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from calogan.cli import flag_names
-    from calogan.errors import ConfigError
     from calogan.fastsim import load_backend
-    from calogan.generate import conditions_from_file, generate_to_file, sample_conditions
+    from calogan.generate import conditions_from_file, generate_to_file, generation_attrs, sample_conditions
     from calogan.io import inspect
     from calogan.runtime import check_output, default_threads, resolve_threads
 
@@ -83,6 +102,11 @@ def run(args: argparse.Namespace) -> int:
         extra[key.strip()] = rule
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.shards is not None:
+        return _run_sharded(args, extra)
+    for flag, given in (("--workers", args.workers is not None), ("--verify", args.verify), ("--cluster", args.cluster != "local")):
+        if given:
+            raise ConfigError(f"{flag} applies to a sharded production: add --shards N")
     # the output before any work: not a model or reference file (--force or not), not existing unless --force
     inputs = [args.model, *([args.energy_from] if args.energy_from else [])]
     check_output(args.output, force=args.force, inputs=inputs, error=ConfigError)
@@ -101,10 +125,7 @@ def run(args: argparse.Namespace) -> int:
             conditions = sample_conditions(
                 spec, args.n, particle=args.particle, energy=energy, extra=extra, seed=args.seed, chunk_size=args.batch_size
             )
-        attrs = {k: v for k, v in model.attrs.items() if k in ("convention",)}
-        attrs.update({"generator": f"calogan {model.family}", "model": str(args.model), "seed": args.seed, "backend": model.name})
-        if model.attrs.get("step") is not None:
-            attrs["model_step"] = model.attrs["step"]
+        attrs = generation_attrs(model, args.model, args.seed)
         total = inspect(args.energy_from).n if args.energy_from else args.n
         # The first chunk is drawn before the bar opens, so that bad options fail on a clean line.
         conditions = iter(conditions)
@@ -126,4 +147,43 @@ def run(args: argparse.Namespace) -> int:
     dt = time.perf_counter() - t0
     where = f"{model.name} on {args.device}, {threads} threads" + (f", {args.precision}" if args.precision != "fp32" else "")
     print(f"wrote {n} showers to {args.output} in {dt:.1f} s ({1000 * dt / n:.4f} ms per shower, writing included; {where})")
+    return 0
+
+
+def _run_sharded(args: argparse.Namespace, extra: dict) -> int:
+    from tqdm import tqdm
+
+    from calogan.cli import flag_names
+    from calogan.distributed.production import ProductionSpec, connect, describe_workers, produce
+    from calogan.runtime import resolve_threads
+
+    if args.force:
+        raise ConfigError("--force does not apply with --shards: a production folder is finished, never overwritten")
+    threads = resolve_threads(args.threads, default=1, name="--threads")  # per task; the workers are the parallelism
+    with flag_names(n="-n", shards="--shards", batch_size="--batch-size", threads="--threads", energy_from="--energy-from"):
+        spec = ProductionSpec.create(
+            args.model,
+            n=args.n,
+            shards=args.shards,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            energy=args.energy,
+            conditions=extra,
+            particle=args.particle,
+            energy_from=args.energy_from,
+            backend=args.backend,
+            device=args.device,
+            precision=args.precision,
+            threads=threads,
+        )
+    with (
+        connect(args.cluster, workers=args.workers, threads=threads) as client,
+        tqdm(total=spec.n, unit=" showers", disable=True if args.no_progress else None, dynamic_ncols=True, leave=False) as bar,
+    ):
+        result = produce(spec, args.output, client, verify=args.verify, on_shard=lambda s: bar.update(s.count))
+    print(
+        f"{result.folder}: {result.n} showers in {result.shards} shards ({result.produced} made now, {result.skipped} finished before) "
+        f"in {result.seconds:.1f} s on {len(result.peak_rss)} workers, {threads} threads each"
+    )
+    print(describe_workers(result.peak_rss))
     return 0

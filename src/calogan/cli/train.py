@@ -12,7 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a generative model on a shower file",
         description="Train a model family (e.g. the ATLAS conditional WGAN-GP) on a shower file. The output folder "
-        "receives config.yaml, last.pt (resumable), best.pt (best validation step) and log.jsonl.",
+        "receives config.yaml, last.pt (resumable), best.pt (best validation step) and log.jsonl. "
+        "Data-parallel on N processes or GPUs: torchrun --nproc_per_node N -m calogan train ... "
+        "(batch_size is then the global batch, split over the ranks; rank 0 writes).",
     )
     p.add_argument(
         "--config",
@@ -61,9 +63,13 @@ def run(args: argparse.Namespace) -> int:
         overrides.append("progress=false")
     config = apply_overrides(config, overrides)
     result = train(config, args.output, resume=args.resume, force=args.force)
+    if result.rank:  # under torchrun rank 0 speaks for the run
+        return 0
     minutes = result.elapsed_s / 60
+    ranks = f" on {result.world_size} ranks" if result.world_size > 1 else ""
     print(
-        f"stopped at step {result.step} ({result.stopped.replace('_', ' ')}) after {minutes:.1f} min, {result.showers_per_s:.0f} showers/s"
+        f"stopped at step {result.step} ({result.stopped.replace('_', ' ')}) after {minutes:.1f} min, "
+        f"{result.showers_per_s:.0f} showers/s{ranks}"
     )
     if result.best_chi2 is not None:
         print(f"best validation chi2/ndf of E_tot = {result.best_chi2:.3g} at step {result.best_step}")
