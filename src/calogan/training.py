@@ -16,6 +16,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from calogan.augment import Mirror, check_mirror_symmetry, mirror_images
 from calogan.checkpoint import load_checkpoint, save_checkpoint
 from calogan.config import config_from_dict, read_config
 from calogan.data import Conditions, ShowerData
@@ -33,6 +34,7 @@ __all__ = ["GeneratorEMA", "TrainConfig", "TrainResult", "TrainState", "Training
 _OPTIMIZERS = ("adam", "rmsprop")
 _SAMPLING = ("batch", "big_batch", "dataset")
 _PRECISIONS = ("fp32", "bf16")
+_AUGMENTS = ("mirror_x", "mirror_y")
 # Options a resumed run may change without breaking the continuation (how long, how loud).
 _RESUMABLE = {"max_steps", "max_minutes", "progress", "log_every"}
 
@@ -48,7 +50,11 @@ class TrainConfig:
     Data: ``data`` (shower file), optional ``geometry`` (else the file's), ``conditions`` the
     model is conditioned on (``e_inc`` first, then x0, y0, theta, phi), ``exclude_energy``
     bands [lo, hi] GeV removed before anything else (the interpolation test), and the
-    validation set: ``val_data`` or a random ``val_fraction`` of ``data``.
+    validation set: ``val_data`` or a random ``val_fraction`` of ``data``. ``augment``
+    (``mirror_x``, ``mirror_y``) trains on mirror images of the showers too, each drawn with
+    probability 1/2 per shower and batch (``calogan.augment``): free data where the detector
+    and beam are symmetric, which is checked on the training showers; the impact point and
+    direction conditions are mirrored with them.
 
     Model: ``family`` (a registry name, see ``calogan.models``) with ``model`` options of its
     config dataclass, and ``transform`` options of ``TransformConfig``.
@@ -88,6 +94,7 @@ class TrainConfig:
     val_data: str | None = None
     val_fraction: float = 0.1
     exclude_energy: tuple[tuple[float, float], ...] = ()
+    augment: tuple[str, ...] = ()
     seed: int = 0
     batch_size: int = 128
     optimizer: str = "adam"
@@ -153,6 +160,11 @@ class TrainConfig:
             bad("max_minutes", f"must be > 0, got {self.max_minutes}")
         if self.threads is not None and self.threads < 1:
             bad("threads", f"must be >= 1, got {self.threads}")
+        for name in self.augment:
+            if name not in _AUGMENTS:
+                bad("augment", f"each entry must be one of {', '.join(_AUGMENTS)}, got {name!r}")
+        if len(set(self.augment)) != len(self.augment):
+            bad("augment", f"lists an entry twice: {list(self.augment)}")
         for lo, hi in self.exclude_energy:
             if not lo < hi:
                 bad("exclude_energy", f"each band must be [lo, hi] with lo < hi, got [{lo}, {hi}]")
@@ -552,6 +564,12 @@ class _Batches:
     x: torch.Tensor  # (N, n_cells) transformed cells
     c: torch.Tensor  # (N, n_cond) physical conditions
     config: TrainConfig
+    mirror: Mirror | None = None
+
+    def real(self, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model-space showers (B, n_cells) and physical conditions (B, n_cond) of indices ``b``, augmented."""
+        x, c = self.x[b], self.c[b]
+        return self.mirror(x, c) if self.mirror is not None else (x, c)
 
     def generator_conditions(self, sampler: _Sampler, idx: np.ndarray, last: torch.Tensor) -> torch.Tensor:
         """(batch_size, n_cond) conditions of one generator update (``condition_sampling``)."""
@@ -570,10 +588,9 @@ def _train_step(state: TrainState, batches: _Batches, autocast) -> tuple[dict[st
     idx = state.sampler.take(config.d_steps * bs)
     losses = []
     for k in range(config.d_steps):
-        b = torch.from_numpy(idx[k * bs : (k + 1) * bs]).to(batches.x.device)
-        cond = batches.c[b]
+        real, cond = batches.real(torch.from_numpy(idx[k * bs : (k + 1) * bs]).to(batches.x.device))
         with autocast():
-            loss_d, logs_d = model.discriminator_loss(batches.x[b], cond)
+            loss_d, logs_d = model.discriminator_loss(real, cond)
         state.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         state.opt_d.step()
@@ -629,11 +646,18 @@ def _resume_checkpoint(config: TrainConfig, out: Path):
     return ckpt
 
 
+def _mirror_axes(config: TrainConfig) -> tuple[str, ...]:
+    return tuple(name.removeprefix("mirror_") for name in config.augment)
+
+
 def _new_model(config: TrainConfig, train_data: ShowerData):
-    transform = ShowerTransform.fit(config_from_dict(TransformConfig, config.transform, "transform"), train_data.cells, train_data.e_inc)
-    spec = ConditionSpec.from_data(train_data, tuple(config.conditions))
+    # With augmentation the model learns the mirror images too: its normalisations are fitted
+    # on them, which also makes every per-cell constant mirror symmetric (see calogan.augment).
+    fit_data = mirror_images(train_data, _mirror_axes(config)) if config.augment else train_data
+    transform = ShowerTransform.fit(config_from_dict(TransformConfig, config.transform, "transform"), fit_data.cells, fit_data.e_inc)
+    spec = ConditionSpec.from_data(fit_data, tuple(config.conditions))
     model = build_model(config.family, train_data.geometry, spec, transform, config.model)
-    model.prepare(train_data)
+    model.prepare(fit_data)
     return model
 
 
@@ -664,6 +688,8 @@ def _start(config: TrainConfig, out: Path, *, resume: bool, force: bool) -> tupl
         torch.backends.cudnn.allow_tf32 = config.tf32
 
     train_data, val, data_attrs = _load_data(config)
+    for axis in _mirror_axes(config):
+        check_mirror_symmetry(train_data.cells, train_data.geometry, axis, tuple(config.conditions), where=str(config.data))
     run = _Run(config, out, device, data_attrs, _fingerprint(train_data))
     n_big = config.d_steps * config.batch_size
     if n_big > len(train_data):
@@ -682,7 +708,8 @@ def _start(config: TrainConfig, out: Path, *, resume: bool, force: bool) -> tupl
         state.load_training_state(ckpt.training, ckpt.step, run)
     # Model-space training set on the device once: (N, n_cells) and physical conditions (N, n_cond).
     x_all = torch.from_numpy(state.model.transform.forward(train_data.cells, train_data.e_inc)).to(device)
-    return run, state, _Batches(x_all, state.model.conditions.tensor(train_data).to(device), config), val
+    mirror = Mirror(train_data.geometry, _mirror_axes(config), tuple(config.conditions), device) if config.augment else None
+    return run, state, _Batches(x_all, state.model.conditions.tensor(train_data).to(device), config, mirror), val
 
 
 def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, force: bool = False) -> TrainResult:
