@@ -43,7 +43,9 @@ def mirror_permutation(geometry: Geometry, axis: str) -> np.ndarray:
     parts = []
     for i, layer in enumerate(geometry.layers):
         if layer.binning != "cartesian":
-            raise ConfigError(f"geometry {geometry.name!r}: layer {layer.name!r} is not a grid of rectangular cells; it has no mirror image")
+            raise ConfigError(
+                f"geometry {geometry.name!r}: layer {layer.name!r} is not a grid of rectangular cells; it has no mirror image"
+            )
         s = geometry.layer_slice(i)
         idx = np.arange(s.start, s.stop).reshape(layer.shape)
         parts.append((idx[::-1, :] if axis == "x" else idx[:, ::-1]).reshape(-1))

@@ -23,7 +23,7 @@ from calogan.data import Conditions, ShowerData
 from calogan.errors import CaloganError, ConfigError
 from calogan.generate import generate
 from calogan.io import inspect, read_showers
-from calogan.metrics import energy_bin_edges, energy_chi2, response_resolution
+from calogan.metrics import energy_bin_edges, energy_chi2, low_level_auc, response_resolution
 from calogan.models import build_model, family_class
 from calogan.models.base import ConditionSpec
 from calogan.runtime import resolve_device, resolve_threads, write_text
@@ -35,6 +35,10 @@ _OPTIMIZERS = ("adam", "rmsprop")
 _SAMPLING = ("batch", "big_batch", "dataset")
 _PRECISIONS = ("fp32", "bf16")
 _AUGMENTS = ("mirror_x", "mirror_y")
+# What picks best.pt: chi2/ndf of E_tot per energy bin, or the fast low-level classifier AUC.
+_SELECTIONS = ("chi2", "auc")
+# The classifier test reports on a fifth of each class: five showers at least.
+_MIN_AUC_VALIDATION = 25
 # Options a resumed run may change without breaking the continuation (how long, how loud).
 _RESUMABLE = {"max_steps", "max_minutes", "progress", "log_every"}
 
@@ -72,7 +76,12 @@ class TrainConfig:
     Length: ``max_steps`` and the wall-clock budget ``max_minutes`` (whichever ends first;
     validation and checkpoints count). Every ``val_every`` steps the generator is run at the
     validation showers' conditions (``val_copies`` times each) and scored by chi2/ndf of E_tot
-    per incident-energy bin (``val_bins`` bins); the best step is kept as ``best.pt``. Every
+    per incident-energy bin (``val_bins`` bins) and, with ``selection: auc``, by the fast
+    low-level classifier AUC against the validation showers (``calogan.metrics.low_level_auc``,
+    a few seconds): the step with the best ``selection`` score is kept as ``best.pt``. E_tot
+    alone is blind to shapes and noisy on a few hundred showers; the classifier sees the cells,
+    so ``auc`` is the choice for fidelity (keep the validation showers out of the final test
+    set as well as out of training). Every
     ``checkpoint_every`` steps ``last.pt`` is written with everything a bit-for-bit resume
     needs.
 
@@ -109,6 +118,7 @@ class TrainConfig:
     max_steps: int = 10000
     max_minutes: float | None = None
     val_every: int = 500
+    selection: str = "chi2"
     val_copies: int = 1
     val_bins: int = 10
     checkpoint_every: int = 500
@@ -128,6 +138,8 @@ class TrainConfig:
             bad("optimizer", f"must be one of {', '.join(_OPTIMIZERS)}, got {self.optimizer!r}")
         if self.condition_sampling not in _SAMPLING:
             bad("condition_sampling", f"must be one of {', '.join(_SAMPLING)}, got {self.condition_sampling!r}")
+        if self.selection not in _SELECTIONS:
+            bad("selection", f"must be one of {', '.join(_SELECTIONS)}, got {self.selection!r}")
         if self.precision not in _PRECISIONS:
             bad("precision", f"must be one of {', '.join(_PRECISIONS)}, got {self.precision!r}")
         if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
@@ -234,10 +246,16 @@ class TrainResult:
     stopped: str  # "max_steps" or "max_minutes"
     elapsed_s: float
     best_step: int | None
-    best_chi2: float | None
+    selection: str  # what chose the best step: "chi2" or "auc"
+    best_value: float | None
     last: Path
     best: Path
     showers_per_s: float
+
+    @property
+    def best_chi2(self) -> float | None:
+        """The best validation chi2/ndf of E_tot when chi2 chose the best step."""
+        return self.best_value if self.selection == "chi2" else None
 
 
 class _Sampler:
@@ -368,7 +386,7 @@ class TrainState:
     ema: GeneratorEMA | None = None
     step: int = 0
     elapsed: float = 0.0
-    best: dict = field(default_factory=lambda: {"chi2": None, "step": None})
+    best: dict = field(default_factory=lambda: {"value": None, "step": None})
 
     @classmethod
     def create(cls, config: TrainConfig, model, sampler: _Sampler, device: torch.device) -> TrainState:
@@ -404,7 +422,10 @@ class TrainState:
             if t.get("ema") is None:
                 raise ConfigError(f"--resume: {run.last} holds no EMA weights")
             self.ema.load_state_dict(t["ema"])
-        self.step, self.elapsed, self.best = step, float(t["elapsed"]), dict(t["best"])
+        best = dict(t["best"])
+        if "value" not in best:  # runs saved before the selection option scored by chi2 only
+            best = {"value": best.get("chi2"), "step": best.get("step")}
+        self.step, self.elapsed, self.best = step, float(t["elapsed"]), best
 
     def generator_weights(self):
         """A context in which the model carries the weights generation uses (the EMA's when on)."""
@@ -473,9 +494,10 @@ class _Monitor:
         self.write({"step": state.step, "elapsed_s": round(state.elapsed, 2), "val": metrics})
 
     def show_validation(self, state: TrainState, metrics: dict) -> None:
-        self.postfix["val_chi2"] = f"{metrics['chi2']:.3g}"
-        if state.best["chi2"] is not None:
-            self.postfix["best"] = f"{state.best['chi2']:.3g}@{state.best['step']}"
+        key = self.run.config.selection
+        self.postfix[f"val_{key}"] = f"{metrics[key]:.3g}"
+        if state.best["value"] is not None:
+            self.postfix["best"] = f"{state.best['value']:.3g}@{state.best['step']}"
         self.bar.set_postfix(self.postfix, refresh=False)
 
 
@@ -537,6 +559,9 @@ def _validate(model, val: ShowerData, config: TrainConfig) -> dict[str, float]:
     ref = response_resolution(val.cells.sum(1), val.e_inc, edges, n_boot=2)
     cand = response_resolution(gen.cells.sum(1), gen.e_inc, edges, n_boot=2)
     out = {"chi2": float(value), "chi2_err": float(unc)}
+    if config.selection == "auc":
+        result = low_level_auc(val, gen, fast=True, seed=config.seed)
+        out.update(auc=float(result.auc), auc_err=float(result.auc_uncertainty))
     for key in ("response", "resolution"):
         ratio = cand[key] / ref[key]  # NaN in bins of fewer than 10 showers
         if np.isfinite(ratio).any():
@@ -551,8 +576,9 @@ def _validate_and_keep(state: TrainState, run: _Run, val: ShowerData | None, mon
     with state.generator_weights():
         metrics = {**_validate(state.model, val, run.config), "step": state.step}
         monitor.validation(state, metrics)
-        if math.isfinite(metrics["chi2"]) and (state.best["chi2"] is None or metrics["chi2"] < state.best["chi2"]):
-            state.best.update(chi2=metrics["chi2"], step=state.step)
+        value = metrics.get(run.config.selection, math.nan)
+        if math.isfinite(value) and (state.best["value"] is None or value < state.best["value"]):
+            state.best.update(value=value, step=state.step)
             state.save(run.best, run, training=False, metrics=metrics)
     return metrics
 
@@ -688,6 +714,11 @@ def _start(config: TrainConfig, out: Path, *, resume: bool, force: bool) -> tupl
         torch.backends.cudnn.allow_tf32 = config.tf32
 
     train_data, val, data_attrs = _load_data(config)
+    if config.selection == "auc" and (val is None or len(val) < _MIN_AUC_VALIDATION):
+        raise ConfigError(
+            f"option selection auc: the classifier needs at least {_MIN_AUC_VALIDATION} validation showers, "
+            f"got {0 if val is None else len(val)} (set val_data or a larger val_fraction, or selection: chi2)"
+        )
     for axis in _mirror_axes(config):
         check_mirror_symmetry(train_data.cells, train_data.geometry, axis, tuple(config.conditions), where=str(config.data))
     run = _Run(config, out, device, data_attrs, _fingerprint(train_data))
@@ -766,7 +797,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, for
         stopped=stopped,
         elapsed_s=state.elapsed,
         best_step=state.best["step"],
-        best_chi2=state.best["chi2"],
+        selection=config.selection,
+        best_value=state.best["value"],
         last=run.last,
         best=run.best,
         showers_per_s=monitor.throughput,

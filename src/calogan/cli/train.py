@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"stopped at step {result.step} ({result.stopped.replace('_', ' ')}) after {minutes:.1f} min, {result.showers_per_s:.0f} showers/s"
     )
-    if result.best_chi2 is not None:
-        print(f"best validation chi2/ndf of E_tot = {result.best_chi2:.3g} at step {result.best_step}")
+    if result.best_value is not None:
+        what = "chi2/ndf of E_tot" if result.selection == "chi2" else "low-level classifier AUC"
+        print(f"best validation {what} = {result.best_value:.3g} at step {result.best_step}")
     print(f"checkpoints: {result.best} (best), {result.last} (last, resumable)")
     return 0
