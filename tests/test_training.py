@@ -159,9 +159,9 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(toy_file, tmp_path, 
     original = WGAN.generator_loss
     calls = {"n": 0}
 
-    def diverging(self, cond):
+    def diverging(self, cond, real=None):
         calls["n"] += 1
-        loss, logs = original(self, cond)
+        loss, logs = original(self, cond, real)
         return (loss * float("nan"), logs) if calls["n"] >= 6 else (loss, logs)
 
     monkeypatch.setattr(WGAN, "generator_loss", diverging)
@@ -177,9 +177,9 @@ def test_nan_weights_behind_a_finite_loss_never_replace_the_last_checkpoint(toy_
     original = WGAN.generator_loss
     calls = {"n": 0}
 
-    def corrupting(self, cond):
+    def corrupting(self, cond, real=None):
         calls["n"] += 1
-        loss, logs = original(self, cond)  # finite: the weights break after the loss was computed
+        loss, logs = original(self, cond, real)  # finite: the weights break after the loss was computed
         if calls["n"] == 4:
             with torch.no_grad():
                 self.generator[0].weight[0, 0] = float("nan")

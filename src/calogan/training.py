@@ -590,20 +590,27 @@ class _Batches:
     x: torch.Tensor  # (N, n_cells) transformed cells
     c: torch.Tensor  # (N, n_cond) physical conditions
     config: TrainConfig
+    transform: ShowerTransform
     mirror: Mirror | None = None
 
     def real(self, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Model-space showers (B, n_cells) and physical conditions (B, n_cond) of indices ``b``, augmented."""
+        """Model-space showers (B, n_cells) and physical conditions (B, n_cond) of indices ``b``:
+        mirrored (``augment``) and dequantised (``ShowerTransform.dequantise``) afresh each time."""
         x, c = self.x[b], self.c[b]
-        return self.mirror(x, c) if self.mirror is not None else (x, c)
+        if self.mirror is not None:
+            x, c = self.mirror(x, c)
+        return self.transform.dequantise(x), c
 
-    def generator_conditions(self, sampler: _Sampler, idx: np.ndarray, last: torch.Tensor) -> torch.Tensor:
-        """(batch_size, n_cond) conditions of one generator update (``condition_sampling``)."""
+    def generator_batch(
+        self, sampler: _Sampler, idx: np.ndarray, last: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(real (batch_size, n_cells), conditions (batch_size, n_cond)) of one generator update:
+        the conditions it generates at (``condition_sampling``) and the real showers they belong to."""
         c = self.config
         if c.condition_sampling == "big_batch":
-            return self.c[torch.from_numpy(sampler.rng.choice(idx, c.batch_size, replace=False)).to(self.c.device)]
+            return self.real(torch.from_numpy(sampler.rng.choice(idx, c.batch_size, replace=False)).to(self.c.device))
         if c.condition_sampling == "dataset":
-            return self.c[torch.from_numpy(sampler.rng.choice(len(self.c), c.batch_size, replace=False)).to(self.c.device)]
+            return self.real(torch.from_numpy(sampler.rng.choice(len(self.c), c.batch_size, replace=False)).to(self.c.device))
         return last
 
 
@@ -625,9 +632,9 @@ def _train_step(state: TrainState, batches: _Batches, autocast) -> tuple[dict[st
     for p in d_params:  # the critic is a constant during generator updates
         p.requires_grad_(False)
     for _ in range(config.g_steps):
-        cond = batches.generator_conditions(state.sampler, idx, cond)
+        real, cond = batches.generator_batch(state.sampler, idx, (real, cond))
         with autocast():
-            loss_g, logs_g = model.generator_loss(cond)
+            loss_g, logs_g = model.generator_loss(cond, real)
         state.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         state.opt_g.step()
@@ -740,7 +747,7 @@ def _start(config: TrainConfig, out: Path, *, resume: bool, force: bool) -> tupl
     # Model-space training set on the device once: (N, n_cells) and physical conditions (N, n_cond).
     x_all = torch.from_numpy(state.model.transform.forward(train_data.cells, train_data.e_inc)).to(device)
     mirror = Mirror(train_data.geometry, _mirror_axes(config), tuple(config.conditions), device) if config.augment else None
-    return run, state, _Batches(x_all, state.model.conditions.tensor(train_data).to(device), config, mirror), val
+    return run, state, _Batches(x_all, state.model.conditions.tensor(train_data).to(device), config, state.model.transform, mirror), val
 
 
 def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, force: bool = False) -> TrainResult:
