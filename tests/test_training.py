@@ -344,3 +344,16 @@ def test_ema_weights_are_what_best_pt_generates_with(toy_file, tmp_path):
     assert load_checkpoint(tmp_path / "plain" / "last.pt").training["ema"] is None
     with pytest.raises(ConfigError, match=r"option ema_decay: must be in \[0, 1\)"):
         tiny(toy_file, ema_decay=1.0)
+
+
+def test_several_training_files_are_joined(tmp_path, toy_geometry):
+    a = write_showers(tmp_path / "a.h5", toy_showers(toy_geometry, n=40, seed=1))
+    b = write_showers(tmp_path / "b.h5", toy_showers(toy_geometry, n=40, seed=2))
+    out = tmp_path / "run"
+    sets = [arg for s in ("max_steps=2", "val_every=2", "batch_size=8", "d_steps=2", "val_bins=2") for arg in ("--set", s)]
+    assert main(["train", "--data", str(a), str(b), "--val-data", str(b), *sets, "--quiet", "-o", str(out)]) == 0
+    stored = TrainConfig.from_yaml(out / "config.yaml")
+    assert stored.data == (str(a), str(b)) and stored.val_data == str(b)
+    other = write_showers(tmp_path / "g.h5", replace(toy_showers(toy_geometry, n=40, seed=3), pdg=np.full(40, 22)))
+    with pytest.raises(ConfigError, match=r"option data: .*g.h5 holds particle 'gamma', .*a.h5 'e\+'; they cannot be joined"):
+        train(TrainConfig.from_dict({**tiny(a).to_dict(), "data": [str(a), str(other)]}), tmp_path / "mixed")

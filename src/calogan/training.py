@@ -51,7 +51,8 @@ class TrainingDiverged(CaloganError):
 class TrainConfig:
     """Everything one training run needs; stored as YAML beside its checkpoints.
 
-    Data: ``data`` (shower file), optional ``geometry`` (else the file's), ``conditions`` the
+    Data: ``data`` (a shower file, or a list of files of one geometry, particle and convention,
+    joined), optional ``geometry`` (else the file's), ``conditions`` the
     model is conditioned on (``e_inc`` first, then x0, y0, theta, phi), ``exclude_energy``
     bands [lo, hi] GeV removed before anything else (the interpolation test), and the
     validation set: ``val_data`` or a random ``val_fraction`` of ``data``. ``augment``
@@ -98,9 +99,9 @@ class TrainConfig:
     model: dict = field(default_factory=dict)
     transform: dict = field(default_factory=dict)
     conditions: tuple[str, ...] = ("e_inc",)
-    data: str | None = None
+    data: str | tuple[str, ...] | None = None
     geometry: str | None = None
-    val_data: str | None = None
+    val_data: str | tuple[str, ...] | None = None
     val_fraction: float = 0.1
     exclude_energy: tuple[tuple[float, float], ...] = ()
     augment: tuple[str, ...] = ()
@@ -508,20 +509,43 @@ def _fingerprint(data: ShowerData) -> str:
     return f"{len(data)}:{h.hexdigest()[:16]}"
 
 
+def _files(files: str | tuple[str, ...]) -> str:
+    return files if isinstance(files, str) else " + ".join(files)
+
+
+def _read_joined(files: str | tuple[str, ...], geometry, what: str) -> tuple[ShowerData, dict]:
+    """The showers of one file or of several joined, and the first file's attributes; the files
+    must agree on geometry, conditions, particle and convention."""
+    files = (files,) if isinstance(files, str) else tuple(files)
+    parts, attrs = [], []
+    for f in files:
+        parts.append(read_showers(f, geometry=geometry if geometry is not None else (parts[0].geometry if parts else None)))
+        attrs.append({k: v for k, v in inspect(f, parts[-1].geometry).attrs.items() if isinstance(v, (str, int, float))})
+        for key in ("particle", "convention"):
+            if attrs[-1].get(key) != attrs[0].get(key):
+                raise ConfigError(
+                    f"option {what}: {f} holds {key} {attrs[-1].get(key)!r}, {files[0]} {attrs[0].get(key)!r}; they cannot be joined"
+                )
+        if set(parts[-1].conditions) != set(parts[0].conditions):
+            raise ConfigError(f"option {what}: {f} has conditions {sorted(parts[-1].conditions)}, {files[0]} {sorted(parts[0].conditions)}")
+    return (parts[0] if len(parts) == 1 else ShowerData.concatenate(parts)), attrs[0]
+
+
 def _load_data(config: TrainConfig) -> tuple[ShowerData, ShowerData | None, dict]:
     if not config.data:
         raise ConfigError("no training data: set 'data' in the config (calogan train: --data FILE)")
-    data = read_showers(config.data, geometry=config.geometry)
-    attrs = {k: v for k, v in inspect(config.data, data.geometry).attrs.items() if isinstance(v, (str, int, float))}
+    data, attrs = _read_joined(config.data, config.geometry, "data")
     if config.exclude_energy:
         keep = np.ones(len(data), bool)
         for lo, hi in config.exclude_energy:
             keep &= ~((data.e_inc >= lo) & (data.e_inc <= hi))
         if not keep.any():
-            raise ConfigError(f"option exclude_energy {list(map(list, config.exclude_energy))} removes every shower of {config.data}")
+            raise ConfigError(
+                f"option exclude_energy {list(map(list, config.exclude_energy))} removes every shower of {_files(config.data)}"
+            )
         data = data.select(keep)
     if config.val_data:
-        val = read_showers(config.val_data, geometry=data.geometry)
+        val, _ = _read_joined(config.val_data, data.geometry, "val_data")
         return data, val, attrs
     if config.val_fraction == 0:
         return data, None, attrs
@@ -727,7 +751,7 @@ def _start(config: TrainConfig, out: Path, *, resume: bool, force: bool) -> tupl
             f"got {0 if val is None else len(val)} (set val_data or a larger val_fraction, or selection: chi2)"
         )
     for axis in _mirror_axes(config):
-        check_mirror_symmetry(train_data.cells, train_data.geometry, axis, tuple(config.conditions), where=str(config.data))
+        check_mirror_symmetry(train_data.cells, train_data.geometry, axis, tuple(config.conditions), where=_files(config.data))
     run = _Run(config, out, device, data_attrs, _fingerprint(train_data))
     n_big = config.d_steps * config.batch_size
     if n_big > len(train_data):
@@ -741,7 +765,7 @@ def _start(config: TrainConfig, out: Path, *, resume: bool, force: bool) -> tupl
         run.log.write_text("")
     else:
         if ckpt.training.get("data_fingerprint") != run.fingerprint:
-            raise ConfigError(f"--resume: the training data differ from those of the run in {out} ({config.data})")
+            raise ConfigError(f"--resume: the training data differ from those of the run in {out} ({_files(config.data)})")
         state = TrainState.create(config, ckpt.model, sampler, device)
         state.load_training_state(ckpt.training, ckpt.step, run)
     # Model-space training set on the device once: (N, n_cells) and physical conditions (N, n_cond).

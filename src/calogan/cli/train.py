@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--config",
         help="training config YAML (e.g. configs/wgan_eplus.yaml; 'extends: BASE.yaml' inherits); default: the built-in defaults",
     )
-    p.add_argument("--data", help="training shower file (overrides the config's 'data')")
+    p.add_argument("--data", nargs="+", metavar="FILE", help="training shower file(s), joined (overrides the config's 'data')")
+    p.add_argument("--val-data", nargs="+", metavar="FILE", help="validation shower file(s) (overrides 'val_data' and 'val_fraction')")
     p.add_argument("-o", "--output", required=True, help="output folder, e.g. runs/wgan_eplus")
     p.add_argument(
         "--set",
@@ -37,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
     from pathlib import Path
 
     from calogan.errors import ConfigError
@@ -52,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
         config = TrainConfig()
     overrides = list(args.overrides)
     if args.data:
-        overrides.append(f"data={args.data}")
+        overrides.append(f"data={json.dumps(args.data[0] if len(args.data) == 1 else args.data)}")
+    if args.val_data:
+        overrides.append(f"val_data={json.dumps(args.val_data[0] if len(args.val_data) == 1 else args.val_data)}")
     if args.device:
         overrides.append(f"device={args.device}")
     if args.threads is not None:
