@@ -601,8 +601,13 @@ def _validate_and_keep(state: TrainState, run: _Run, val: ShowerData | None, mon
         metrics = {**_validate(state.model, val, run.config), "step": state.step}
         monitor.validation(state, metrics)
         value = metrics.get(run.config.selection, math.nan)
-        if math.isfinite(value) and (state.best["value"] is None or value < state.best["value"]):
-            state.best.update(value=value, step=state.step)
+        # A classifier that separates every step perfectly (AUC 1) cannot choose among them:
+        # ties on the AUC go to the better E_tot chi2.
+        tie = metrics.get("chi2", math.nan) if run.config.selection == "auc" else 0.0
+        tie = tie if math.isfinite(tie) else math.inf
+        best = (state.best["value"], state.best.get("tie", math.inf))
+        if math.isfinite(value) and (best[0] is None or (value, tie) < best):
+            state.best.update(value=value, tie=tie, step=state.step)
             state.save(run.best, run, training=False, metrics=metrics)
     return metrics
 
