@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,47 @@ def test_resume_continues_bit_for_bit(toy_file, tmp_path, monkeypatch):
     assert train(TrainConfig.from_dict({**cfg.to_dict(), "max_steps": 14}), tmp_path / "killed", resume=True).step == 14
 
 
+def test_mirror_augmentation_and_auc_selection_resume_bit_for_bit(tmp_path, toy_geometry, monkeypatch):
+    small = write_showers(tmp_path / "small.h5", toy_showers(toy_geometry, n=80, seed=2))
+    with pytest.raises(ConfigError, match="selection auc: the classifier needs at least 25 validation showers, got 20"):
+        train(tiny(small, selection="auc"), tmp_path / "small")
+    toy_file = write_showers(tmp_path / "toy.h5", toy_showers(toy_geometry, n=200, seed=2))
+    cfg = tiny(toy_file, max_steps=8, checkpoint_every=4, augment=["mirror_x", "mirror_y"], selection="auc")
+    result = train(cfg, tmp_path / "full")
+    full = load_checkpoint(tmp_path / "full" / "last.pt")
+    records = [json.loads(line) for line in (tmp_path / "full" / "log.jsonl").read_text().splitlines()]
+    vals = [r["val"] for r in records if "val" in r]
+    assert all(0 <= v["auc"] <= 1 for v in vals) and result.selection == "auc" and result.best_chi2 is None
+    assert result.best_value == min(v["auc"] for v in vals)
+    assert load_checkpoint(result.best).metrics["auc"] == result.best_value
+    # the mirrors draw from the saved RNG: a killed run resumes to the same weights
+    take, calls = _Sampler.take, {"n": 0}
+
+    def killed_at_step_7(self, k):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        return take(self, k)
+
+    monkeypatch.setattr(_Sampler, "take", killed_at_step_7)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "killed")
+    monkeypatch.setattr(_Sampler, "take", take)
+    train(cfg, tmp_path / "killed", resume=True)
+    assert states_equal(load_checkpoint(tmp_path / "killed" / "last.pt").model.state_dict(), full.model.state_dict())
+
+
+def test_mirror_augmentation_is_refused_for_an_off_centre_beam(tmp_path, toy_geometry):
+    d = toy_showers(toy_geometry, n=80, seed=2)
+    cells = d.cells.copy()
+    cells[:, 4:] *= 0.01  # the front layer's first row carries the shower: an off-centre beam
+    path = write_showers(tmp_path / "off.h5", replace(d, cells=cells))
+    with pytest.raises(ConfigError, match="augment mirror_x: the showers are not symmetric along x"):
+        train(tiny(path, augment=["mirror_x"]), tmp_path / "run")
+    with pytest.raises(ConfigError, match="option augment: each entry must be one of mirror_x, mirror_y"):
+        tiny(path, augment=["rotate"])
+
+
 def test_resume_and_restart_errors(toy_file, tmp_path):
     cfg = tiny(toy_file, max_steps=4)
     with pytest.raises(ConfigError, match="nothing to resume"):
@@ -117,9 +159,9 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(toy_file, tmp_path, 
     original = WGAN.generator_loss
     calls = {"n": 0}
 
-    def diverging(self, cond):
+    def diverging(self, cond, real=None):
         calls["n"] += 1
-        loss, logs = original(self, cond)
+        loss, logs = original(self, cond, real)
         return (loss * float("nan"), logs) if calls["n"] >= 6 else (loss, logs)
 
     monkeypatch.setattr(WGAN, "generator_loss", diverging)
@@ -135,9 +177,9 @@ def test_nan_weights_behind_a_finite_loss_never_replace_the_last_checkpoint(toy_
     original = WGAN.generator_loss
     calls = {"n": 0}
 
-    def corrupting(self, cond):
+    def corrupting(self, cond, real=None):
         calls["n"] += 1
-        loss, logs = original(self, cond)  # finite: the weights break after the loss was computed
+        loss, logs = original(self, cond, real)  # finite: the weights break after the loss was computed
         if calls["n"] == 4:
             with torch.no_grad():
                 self.generator[0].weight[0, 0] = float("nan")
@@ -302,3 +344,16 @@ def test_ema_weights_are_what_best_pt_generates_with(toy_file, tmp_path):
     assert load_checkpoint(tmp_path / "plain" / "last.pt").training["ema"] is None
     with pytest.raises(ConfigError, match=r"option ema_decay: must be in \[0, 1\)"):
         tiny(toy_file, ema_decay=1.0)
+
+
+def test_several_training_files_are_joined(tmp_path, toy_geometry):
+    a = write_showers(tmp_path / "a.h5", toy_showers(toy_geometry, n=40, seed=1))
+    b = write_showers(tmp_path / "b.h5", toy_showers(toy_geometry, n=40, seed=2))
+    out = tmp_path / "run"
+    sets = [arg for s in ("max_steps=2", "val_every=2", "batch_size=8", "d_steps=2", "val_bins=2") for arg in ("--set", s)]
+    assert main(["train", "--data", str(a), str(b), "--val-data", str(b), *sets, "--quiet", "-o", str(out)]) == 0
+    stored = TrainConfig.from_yaml(out / "config.yaml")
+    assert stored.data == (str(a), str(b)) and stored.val_data == str(b)
+    other = write_showers(tmp_path / "g.h5", replace(toy_showers(toy_geometry, n=40, seed=3), pdg=np.full(40, 22)))
+    with pytest.raises(ConfigError, match=r"option data: .*g.h5 holds particle 'gamma', .*a.h5 'e\+'; they cannot be joined"):
+        train(TrainConfig.from_dict({**tiny(a).to_dict(), "data": [str(a), str(other)]}), tmp_path / "mixed")

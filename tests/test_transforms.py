@@ -115,3 +115,34 @@ def test_bad_config_values_are_named(kwargs, message):
 def test_fit_refuses_all_zero_cells():
     with pytest.raises(ValueError, match="every training cell is zero"):
         ShowerTransform.fit(TransformConfig(), np.zeros((3, 4)), np.ones(3))
+
+
+def test_hits_scale_sets_empty_cells_apart_and_inverts_exactly():
+    cfg = TransformConfig(energy="gev", log=True, scale="hits", hit_floor=1e-6, gap=2.0, min_std=1.0)
+    cells = np.array([[100.0, 0.0, 2.0], [50.0, 0.0005, 0.0], [10.0, 0.0, 4.0]])  # MeV
+    t = ShowerTransform.fit(cfg, cells, np.ones(3))
+    hits = np.log(np.array([100.0, 50.0, 10.0]) / 1000)
+    assert t.shift[0].item() == pytest.approx(hits.mean()) and t.scale[0].item() == pytest.approx(max(hits.std(ddof=1), 1.0))
+    # a cell hit once: its hit (0.0005 MeV, below the 1 keV floor) counts at the floor, spread min_std
+    assert t.shift[1].item() == pytest.approx(np.log(1e-6)) and t.scale[1].item() == 1.0
+    x = t.forward(cells, np.ones(3))
+    zero = t.zero_point().numpy()
+    assert x[0, 1] == pytest.approx(zero[1]) and zero[1] == pytest.approx(-2.0)  # floor at 0, empty 2 below
+    assert t.threshold().numpy()[1] == pytest.approx(-1.0)  # halfway into the gap
+    back = t.inverse(x, np.ones(3))
+    expect = cells.copy()
+    expect[1, 1] = 0.001  # the floor
+    np.testing.assert_allclose(back, expect, rtol=1e-5)
+    torch.testing.assert_close(t.inverse(torch.from_numpy(x), torch.ones(3)), torch.from_numpy(back), rtol=1e-5, atol=1e-7)
+    # dequantise moves only the empty cells, each within half a unit of its value
+    torch.manual_seed(0)
+    d = t.dequantise(torch.from_numpy(np.repeat(x, 200, axis=0)))
+    empty = np.repeat(cells, 200, axis=0) == 0
+    moved = d.numpy() - np.repeat(x, 200, axis=0)
+    assert (moved[~empty] == 0).all() and (np.abs(moved[empty]) <= 0.5).all() and moved[empty].std() > 0.25
+    assert (t.inverse(d, torch.ones(600)).numpy()[empty] == 0).all()  # still empty after the inverse
+
+
+def test_hits_scale_needs_log():
+    with pytest.raises(ConfigError, match="scale 'hits' standardises log energies: it needs log: true"):
+        TransformConfig(scale="hits")

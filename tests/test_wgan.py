@@ -245,3 +245,83 @@ def test_cell_noise_starts_at_a_third_of_each_cells_spread(toy_geometry):
     assert scale[3] < 1e-6
     hit = torch.arange(toy_geometry.n_cells) != 3
     torch.testing.assert_close(scale[hit], 0.3 * spread[hit], rtol=0.02, atol=0)
+
+
+HITS = TransformConfig(energy="gev", log=True, scale="hits")
+FIDELITY = {
+    "output_activation": "linear",
+    "physics_features": "shapes",
+    "physics_scaling": "binned",
+    "physics_bins": 2,
+    "physics_batch_std": True,
+    "layer_energies": True,
+    "marginal_weight": 1.0,
+    "marginal_chunks": 2,
+    "init_output": True,
+}
+
+
+def sparse_showers(geometry, n=24, seed=0):
+    """Toy showers with empty cells: about half the cells of each shower are zero."""
+    d = toy_showers(geometry, n=n, seed=seed)
+    keep = np.random.default_rng(seed + 1).random(d.cells.shape) < 0.5
+    keep[:, 0] = True  # every shower hits its first cell
+    return d.__class__(d.geometry, (d.cells * keep).astype(np.float32), d.e_inc, d.pdg)
+
+
+def test_fidelity_options_shapes_gradients_and_round_trip(toy_geometry, tmp_path):
+    data = sparse_showers(toy_geometry)
+    m, t, spec = make(toy_geometry, data, model=FIDELITY, transform=HITS)
+    cond = spec.tensor(data)
+    real = t.dequantise(torch.from_numpy(t.forward(data.cells, data.e_inc)))
+    n_phys = 1 + 7 * toy_geometry.n_layers
+    assert m.physics_variables(real, cond).shape == (24, n_phys)
+    m.discriminator_loss(real, cond)[0].backward()
+    m.zero_grad(set_to_none=True)
+    loss, logs = m.generator_loss(cond, real)
+    assert "g_marg" in logs
+    loss.backward()
+    for name, p in m.named_parameters():
+        if any(p is q for q in m.generator_parameters()):
+            assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+    assert any(p is m.layer_head.weight for p in m.generator_parameters())
+    # init_output: the untrained generator starts near the mean model-space shower
+    x_mean = torch.from_numpy(t.forward(data.cells, data.e_inc)).mean(0)
+    torch.testing.assert_close(m.generator[-1].bias.detach(), x_mean)
+    # save/load round trip through the one checkpoint loader
+    from calogan.checkpoint import load_checkpoint, save_checkpoint
+
+    save_checkpoint(tmp_path / "m.pt", m, step=1)
+    z = m.latent(24)
+    torch.testing.assert_close(load_checkpoint(tmp_path / "m.pt").model(cond, z), m.eval()(cond, z))
+
+
+def test_layer_energies_set_each_layers_sum(toy_geometry):
+    data = sparse_showers(toy_geometry)
+    m, t, spec = make(toy_geometry, data, model=FIDELITY, transform=HITS)
+    cond = spec.tensor(data)
+    x = torch.from_numpy(t.forward(data.cells, data.e_inc))
+    target = torch.tensor([[0.5, -1.0]]).expand(24, 2)  # standardised log10 E_layer / E_inc
+    out = m._rescale_layers(x, target, cond[:, 0])
+    sums = t.inverse(out, cond[:, 0]) @ m.layer_matrix
+    expect = torch.pow(10.0, target * m.layer_std + m.layer_mean) * 1000.0 * cond[:, :1]
+    torch.testing.assert_close(sums, expect, rtol=1e-4, atol=1e-6)
+    assert ((out > t.threshold()) == (x > t.threshold())).all()  # the hit pattern is the generator's own
+
+
+def test_shape_features_known_values():
+    from calogan.geometry import Geometry, Layer
+    from calogan.models.wgan import shape_features
+
+    g = Geometry("g", (Layer("a", (1, 3), (1.0, 10.0)),))
+    cells = torch.tensor([[1000.0, 3000.0, 0.0]])  # MeV; cell centres y = -10, 0, 10 mm
+    f = shape_features(cells, torch.tensor([8.0]), torch.ones(3, 1), torch.from_numpy(np.stack(g.cell_centres())).float(), [slice(0, 3)])
+    # log10 E_tot/E_inc, log10 E_l/E_inc, centroid x, log width x, centroid y, log width y, E_ratio
+    expect = [np.log10(0.5 + 1e-7), np.log10(0.5 + 1e-7), 0.0, 0.0, -2.5, 0.5 * np.log(18.75 + 1), (3000 - 1000) / (4000 + 1e-3)]
+    assert f[0].tolist() == pytest.approx(expect, rel=1e-5)
+
+
+def test_fidelity_options_need_the_hits_transform(toy_geometry):
+    data = sparse_showers(toy_geometry)
+    with pytest.raises(ConfigError, match="model.layer_energies needs the transform scale 'hits'"):
+        make(toy_geometry, data, model=FIDELITY, transform=TransformConfig(log=True, scale="standard"))

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from calogan import __version__
+from calogan import __version__, pretrained
 from calogan.errors import CaloganError
 from calogan.geometry import Geometry, GeometryError
 from calogan.models import build_model
@@ -17,7 +17,16 @@ from calogan.models.base import ConditionSpec
 from calogan.runtime import AtomicOutput
 from calogan.transforms import ShowerTransform
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "Checkpoint", "CheckpointError", "load_checkpoint", "recognise", "save_checkpoint"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "Checkpoint",
+    "CheckpointError",
+    "load_checkpoint",
+    "recognise",
+    "save_checkpoint",
+    "strip_checkpoint",
+]
 
 FORMAT = "calogan-checkpoint"
 FORMAT_VERSION = 1
@@ -57,9 +66,11 @@ def save_checkpoint(
     metrics: dict | None = None,
     data_attrs: dict | None = None,
     training: dict | None = None,
+    generator_only: bool = False,
 ) -> Path:
     """Write ``model`` and its description to ``path`` atomically (``calogan.runtime.AtomicOutput``;
-    an existing file is replaced).
+    an existing file is replaced). ``generator_only`` leaves out the discriminator's weights
+    (what a shipped model needs: a third to a half of the file).
 
     The file holds the model family and its config, the weights, the transform state, the
     ConditionSpec, the geometry JSON, the TrainConfig, the calogan version and ``step``, plus
@@ -72,7 +83,8 @@ def save_checkpoint(
         "calogan_version": __version__,
         "family": model.family,
         "model_config": asdict(model.config),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items() if not (generator_only and k in _critic_keys(model))},
+        "generator_only": bool(generator_only),
         "transform": model.transform.to_dict(),
         "conditions": model.conditions.to_dict(),
         "geometry": model.geometry.to_json(),
@@ -125,12 +137,43 @@ def recognise(path: str | Path) -> Path:
     return path
 
 
+def _critic_keys(model) -> set[str]:
+    """State-dict keys of the discriminator's parameters."""
+    critic = {id(p) for p in model.discriminator_parameters()}
+    return {name for name, p in model.named_parameters() if id(p) in critic}
+
+
+def strip_checkpoint(source: str | Path, target: str | Path, *, force: bool = False) -> Path:
+    """Write the generator of checkpoint ``source`` to ``target``: no discriminator, no training state.
+
+    The model family, config, transform, conditions, geometry, training config, step and
+    metrics stay, so ``target`` generates, exports and is described exactly as ``source``.
+    """
+    ckpt = load_checkpoint(source)
+    target = Path(target)
+    if target.exists() and not force:
+        raise CheckpointError(f"{target}: exists already (pass force=True to replace it)")
+    return save_checkpoint(
+        target,
+        ckpt.model,
+        step=ckpt.step,
+        train_config=ckpt.train_config,
+        metrics=ckpt.metrics,
+        data_attrs=ckpt.data_attrs,
+        generator_only=True,
+    )
+
+
 def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> Checkpoint:
     """Read a checkpoint and rebuild its model on ``device``, in eval mode, ready to generate.
 
     The one loader: generation, evaluation, export and ``--resume`` all come through here.
+    ``path`` may also be the name of a model that ships with calogan (``calogan.pretrained``).
+    A generator-only checkpoint gets a critic of zeros: it generates, it does not train.
     """
-    path = Path(path)
+    path = pretrained.resolve(path)
+    if not path.exists() and pretrained.names():
+        raise CheckpointError(f"{path}: no such checkpoint (nor a shipped model: {', '.join(pretrained.names())})")
     recognise(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -158,7 +201,10 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
             ShowerTransform.from_dict(payload["transform"]),
             payload["model_config"],
         )
-        model.load_state_dict(payload["state_dict"], strict=True)
+        if payload.get("generator_only"):
+            _load_generator_only(model, payload["state_dict"])
+        else:
+            model.load_state_dict(payload["state_dict"], strict=True)
     except (CaloganError, RuntimeError, KeyError, TypeError) as err:
         raise CheckpointError(f"{path}: cannot rebuild the {payload['family']!r} model: {err}") from None
     model.to(device).eval()
@@ -173,3 +219,16 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
         training=payload.get("training"),
         calogan_version=payload.get("calogan_version", ""),
     )
+
+
+def _load_generator_only(model, state: dict) -> None:
+    """Load a generator-only state dict: exactly the discriminator's weights may be missing (zeroed)."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    critic = _critic_keys(model)
+    if unexpected or set(missing) - critic:
+        raise RuntimeError(
+            f"generator-only weights do not fit the model (missing {sorted(set(missing) - critic)[:3]}, unexpected {unexpected[:3]})"
+        )
+    with torch.no_grad():
+        for p in model.discriminator_parameters():
+            p.zero_()

@@ -17,6 +17,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from calogan.augment import Mirror, check_mirror_symmetry, mirror_images
 from calogan.checkpoint import load_checkpoint, save_checkpoint
 from calogan.config import config_from_dict, read_config
 from calogan.data import Conditions, ShowerData
@@ -24,7 +25,7 @@ from calogan.distributed.ddp import World, rank_seed, sync_batch_norm
 from calogan.errors import CaloganError, ConfigError
 from calogan.generate import generate
 from calogan.io import inspect, read_showers
-from calogan.metrics import energy_bin_edges, energy_chi2, response_resolution
+from calogan.metrics import energy_bin_edges, energy_chi2, low_level_auc, response_resolution
 from calogan.models import build_model, family_class
 from calogan.models.base import ConditionSpec
 from calogan.runtime import check_output_folder, resolve_threads, write_text
@@ -37,6 +38,11 @@ _SAMPLING = ("batch", "big_batch", "dataset")
 _PRECISIONS = ("fp32", "bf16")
 # The files of a run's folder.
 RUN_FILES = ("config.yaml", "log.jsonl", "last.pt", "best.pt")
+_AUGMENTS = ("mirror_x", "mirror_y")
+# What picks best.pt: chi2/ndf of E_tot per energy bin, or the fast low-level classifier AUC.
+_SELECTIONS = ("chi2", "auc")
+# The classifier test reports on a fifth of each class: five showers at least.
+_MIN_AUC_VALIDATION = 25
 # Options a resumed run may change without breaking the continuation (how long, how loud).
 _RESUMABLE = {"max_steps", "max_minutes", "progress", "log_every"}
 
@@ -49,10 +55,15 @@ class TrainingDiverged(CaloganError):
 class TrainConfig:
     """Everything one training run needs; stored as YAML beside its checkpoints.
 
-    Data: ``data`` (shower file), optional ``geometry`` (else the file's), ``conditions`` the
+    Data: ``data`` (a shower file, or a list of files of one geometry, particle and convention,
+    joined), optional ``geometry`` (else the file's), ``conditions`` the
     model is conditioned on (``e_inc`` first, then x0, y0, theta, phi), ``exclude_energy``
     bands [lo, hi] GeV removed before anything else (the interpolation test), and the
-    validation set: ``val_data`` or a random ``val_fraction`` of ``data``.
+    validation set: ``val_data`` or a random ``val_fraction`` of ``data``. ``augment``
+    (``mirror_x``, ``mirror_y``) trains on mirror images of the showers too, each drawn with
+    probability 1/2 per shower and batch (``calogan.augment``): free data where the detector
+    and beam are symmetric, which is checked on the training showers; the impact point and
+    direction conditions are mirrored with them.
 
     Model: ``family`` (a registry name, see ``calogan.models``) with ``model`` options of its
     config dataclass, and ``transform`` options of ``TransformConfig``.
@@ -70,7 +81,12 @@ class TrainConfig:
     Length: ``max_steps`` and the wall-clock budget ``max_minutes`` (whichever ends first;
     validation and checkpoints count). Every ``val_every`` steps the generator is run at the
     validation showers' conditions (``val_copies`` times each) and scored by chi2/ndf of E_tot
-    per incident-energy bin (``val_bins`` bins); the best step is kept as ``best.pt``. Every
+    per incident-energy bin (``val_bins`` bins) and, with ``selection: auc``, by the fast
+    low-level classifier AUC against the validation showers (``calogan.metrics.low_level_auc``,
+    a few seconds): the step with the best ``selection`` score is kept as ``best.pt``. E_tot
+    alone is blind to shapes and noisy on a few hundred showers; the classifier sees the cells,
+    so ``auc`` is the choice for fidelity (keep the validation showers out of the final test
+    set as well as out of training). Every
     ``checkpoint_every`` steps ``last.pt`` is written with everything a bit-for-bit resume
     needs.
 
@@ -87,11 +103,12 @@ class TrainConfig:
     model: dict = field(default_factory=dict)
     transform: dict = field(default_factory=dict)
     conditions: tuple[str, ...] = ("e_inc",)
-    data: str | None = None
+    data: str | tuple[str, ...] | None = None
     geometry: str | None = None
-    val_data: str | None = None
+    val_data: str | tuple[str, ...] | None = None
     val_fraction: float = 0.1
     exclude_energy: tuple[tuple[float, float], ...] = ()
+    augment: tuple[str, ...] = ()
     seed: int = 0
     batch_size: int = 128
     optimizer: str = "adam"
@@ -106,6 +123,7 @@ class TrainConfig:
     max_steps: int = 10000
     max_minutes: float | None = None
     val_every: int = 500
+    selection: str = "chi2"
     val_copies: int = 1
     val_bins: int = 10
     checkpoint_every: int = 500
@@ -125,6 +143,8 @@ class TrainConfig:
             bad("optimizer", f"must be one of {', '.join(_OPTIMIZERS)}, got {self.optimizer!r}")
         if self.condition_sampling not in _SAMPLING:
             bad("condition_sampling", f"must be one of {', '.join(_SAMPLING)}, got {self.condition_sampling!r}")
+        if self.selection not in _SELECTIONS:
+            bad("selection", f"must be one of {', '.join(_SELECTIONS)}, got {self.selection!r}")
         if self.precision not in _PRECISIONS:
             bad("precision", f"must be one of {', '.join(_PRECISIONS)}, got {self.precision!r}")
         if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
@@ -157,6 +177,11 @@ class TrainConfig:
             bad("max_minutes", f"must be > 0, got {self.max_minutes}")
         if self.threads is not None and self.threads < 1:
             bad("threads", f"must be >= 1, got {self.threads}")
+        for name in self.augment:
+            if name not in _AUGMENTS:
+                bad("augment", f"each entry must be one of {', '.join(_AUGMENTS)}, got {name!r}")
+        if len(set(self.augment)) != len(self.augment):
+            bad("augment", f"lists an entry twice: {list(self.augment)}")
         for lo, hi in self.exclude_energy:
             if not lo < hi:
                 bad("exclude_energy", f"each band must be [lo, hi] with lo < hi, got [{lo}, {hi}]")
@@ -227,12 +252,18 @@ class TrainResult:
     stopped: str  # "max_steps" or "max_minutes"
     elapsed_s: float
     best_step: int | None
-    best_chi2: float | None
+    selection: str  # what chose the best step: "chi2" or "auc"
+    best_value: float | None
     last: Path
     best: Path
     showers_per_s: float  # of the whole run (every rank's showers)
     rank: int = 0
     world_size: int = 1
+
+    @property
+    def best_chi2(self) -> float | None:
+        """The best validation chi2/ndf of E_tot when chi2 chose the best step."""
+        return self.best_value if self.selection == "chi2" else None
 
 
 class _Sampler:
@@ -365,7 +396,7 @@ class TrainState:
     ema: GeneratorEMA | None = None
     step: int = 0
     elapsed: float = 0.0
-    best: dict = field(default_factory=lambda: {"chi2": None, "step": None})
+    best: dict = field(default_factory=lambda: {"value": None, "step": None})
 
     @classmethod
     def create(cls, config: TrainConfig, model, sampler: _Sampler, device: torch.device) -> TrainState:
@@ -421,7 +452,10 @@ class TrainState:
             if t.get("ema") is None:
                 raise ConfigError(f"--resume: {run.last} holds no EMA weights")
             self.ema.load_state_dict(t["ema"])
-        self.step, self.elapsed, self.best = step, float(t["elapsed"]), dict(t["best"])
+        best = dict(t["best"])
+        if "value" not in best:  # runs saved before the selection option scored by chi2 only
+            best = {"value": best.get("chi2"), "step": best.get("step")}
+        self.step, self.elapsed, self.best = step, float(t["elapsed"]), best
 
     def generator_weights(self):
         """A context in which the model carries the weights generation uses (the EMA's when on)."""
@@ -504,9 +538,10 @@ class _Monitor:
         self.write({"step": state.step, "elapsed_s": round(state.elapsed, 2), "val": metrics})
 
     def show_validation(self, state: TrainState, metrics: dict) -> None:
-        self.postfix["val_chi2"] = f"{metrics['chi2']:.3g}"
-        if state.best["chi2"] is not None:
-            self.postfix["best"] = f"{state.best['chi2']:.3g}@{state.best['step']}"
+        key = self.run.config.selection
+        self.postfix[f"val_{key}"] = f"{metrics[key]:.3g}"
+        if state.best["value"] is not None:
+            self.postfix["best"] = f"{state.best['value']:.3g}@{state.best['step']}"
         self.bar.set_postfix(self.postfix, refresh=False)
 
 
@@ -526,21 +561,44 @@ def _fingerprint(data: ShowerData) -> str:
     return f"{len(data)}:{h.hexdigest()[:16]}"
 
 
+def _files(files: str | tuple[str, ...]) -> str:
+    return files if isinstance(files, str) else " + ".join(files)
+
+
+def _read_joined(files: str | tuple[str, ...], geometry, what: str) -> tuple[ShowerData, dict]:
+    """The showers of one file or of several joined, and the first file's attributes; the files
+    must agree on geometry, conditions, particle and convention."""
+    files = (files,) if isinstance(files, str) else tuple(files)
+    parts, attrs = [], []
+    for f in files:
+        parts.append(read_showers(f, geometry=geometry if geometry is not None else (parts[0].geometry if parts else None)))
+        attrs.append({k: v for k, v in inspect(f, parts[-1].geometry).attrs.items() if isinstance(v, (str, int, float))})
+        for key in ("particle", "convention"):
+            if attrs[-1].get(key) != attrs[0].get(key):
+                raise ConfigError(
+                    f"option {what}: {f} holds {key} {attrs[-1].get(key)!r}, {files[0]} {attrs[0].get(key)!r}; they cannot be joined"
+                )
+        if set(parts[-1].conditions) != set(parts[0].conditions):
+            raise ConfigError(f"option {what}: {f} has conditions {sorted(parts[-1].conditions)}, {files[0]} {sorted(parts[0].conditions)}")
+    return (parts[0] if len(parts) == 1 else ShowerData.concatenate(parts)), attrs[0]
+
+
 def _load_data(config: TrainConfig) -> tuple[ShowerData, ShowerData | None, dict]:
     if not config.data:
         raise ConfigError("no training data: set 'data' in the config (calogan train: --data FILE)")
-    data = read_showers(config.data, geometry=config.geometry)
-    attrs = {k: v for k, v in inspect(config.data, data.geometry).attrs.items() if isinstance(v, (str, int, float))}
+    data, attrs = _read_joined(config.data, config.geometry, "data")
     if config.exclude_energy:
         keep = np.ones(len(data), bool)
         for lo, hi in config.exclude_energy:
             keep &= ~((data.e_inc >= lo) & (data.e_inc <= hi))
         if not keep.any():
-            raise ConfigError(f"option exclude_energy {list(map(list, config.exclude_energy))} removes every shower of {config.data}")
+            raise ConfigError(
+                f"option exclude_energy {list(map(list, config.exclude_energy))} removes every shower of {_files(config.data)}"
+            )
         data = data.select(keep)
     _check_trainable(data, config.data)
     if config.val_data:
-        val = read_showers(config.val_data, geometry=data.geometry)
+        val, _ = _read_joined(config.val_data, data.geometry, "val_data")
         return data, val, attrs
     if config.val_fraction == 0:
         return data, None, attrs
@@ -596,6 +654,9 @@ def _validate(model, val: ShowerData, config: TrainConfig) -> dict[str, float]:
     ref = response_resolution(val.cells.sum(1), val.e_inc, edges, n_boot=2)
     cand = response_resolution(gen.cells.sum(1), gen.e_inc, edges, n_boot=2)
     out = {"chi2": float(value), "chi2_err": float(unc)}
+    if config.selection == "auc":
+        result = low_level_auc(val, gen, fast=True, seed=config.seed)
+        out.update(auc=float(result.auc), auc_err=float(result.auc_uncertainty))
     for key in ("response", "resolution"):
         ratio = cand[key] / ref[key]  # NaN in bins of fewer than 10 showers
         if np.isfinite(ratio).any():
@@ -610,8 +671,14 @@ def _validate_and_keep(state: TrainState, run: _Run, val: ShowerData | None, mon
     with state.generator_weights():
         metrics = {**_validate(state.model, val, run.config), "step": state.step}
         monitor.validation(state, metrics)
-        if math.isfinite(metrics["chi2"]) and (state.best["chi2"] is None or metrics["chi2"] < state.best["chi2"]):
-            state.best.update(chi2=metrics["chi2"], step=state.step)
+        value = metrics.get(run.config.selection, math.nan)
+        # A classifier that separates every step perfectly (AUC 1) cannot choose among them:
+        # ties on the AUC go to the better E_tot chi2.
+        tie = metrics.get("chi2", math.nan) if run.config.selection == "auc" else 0.0
+        tie = tie if math.isfinite(tie) else math.inf
+        best = (state.best["value"], state.best.get("tie", math.inf))
+        if math.isfinite(value) and (best[0] is None or (value, tie) < best):
+            state.best.update(value=value, tie=tie, step=state.step)
             state.save(run.best, run, training=False, metrics=metrics)
         if hook is not None:
             state.model.eval()
@@ -634,15 +701,28 @@ class _Batches:
     x: torch.Tensor  # (N, n_cells) transformed cells
     c: torch.Tensor  # (N, n_cond) physical conditions
     config: TrainConfig
+    transform: ShowerTransform
     world: World = field(default_factory=World)
+    mirror: Mirror | None = None
 
-    def discriminator_batch(self, idx: np.ndarray, k: int) -> torch.Tensor:
-        """This rank's rows of the ``k``-th global batch of the big batch ``idx``: (batch_size / W,) indices."""
+    def real(self, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model-space showers (B, n_cells) and physical conditions (B, n_cond) of indices ``b``:
+        mirrored (``augment``) and dequantised (``ShowerTransform.dequantise``) afresh each time."""
+        x, c = self.x[b], self.c[b]
+        if self.mirror is not None:
+            x, c = self.mirror(x, c)
+        return self.transform.dequantise(x), c
+
+    def discriminator_batch(self, idx: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's rows (``real``) of the ``k``-th global batch of the big batch ``idx``."""
         bs = self.config.batch_size
-        return torch.from_numpy(idx[k * bs : (k + 1) * bs][self.world.shard(bs)]).to(self.x.device)
+        return self.real(torch.from_numpy(idx[k * bs : (k + 1) * bs][self.world.shard(bs)]).to(self.x.device))
 
-    def generator_conditions(self, sampler: _Sampler, idx: np.ndarray, last: torch.Tensor) -> torch.Tensor:
-        """(batch_size / W, n_cond) conditions of one generator update (``condition_sampling``)."""
+    def generator_batch(
+        self, sampler: _Sampler, idx: np.ndarray, last: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's (real, conditions) of one generator update: the conditions it generates
+        at (``condition_sampling``) and the real showers they belong to."""
         c = self.config
         if c.condition_sampling == "big_batch":
             pick = sampler.rng.choice(idx, c.batch_size, replace=False)
@@ -650,7 +730,7 @@ class _Batches:
             pick = sampler.rng.choice(len(self.c), c.batch_size, replace=False)
         else:
             return last
-        return self.c[torch.from_numpy(pick[self.world.shard(c.batch_size)]).to(self.c.device)]
+        return self.real(torch.from_numpy(pick[self.world.shard(c.batch_size)]).to(self.c.device))
 
 
 def _train_step(state: TrainState, batches: _Batches, autocast) -> tuple[dict[str, float], list[float]]:
@@ -665,10 +745,9 @@ def _train_step(state: TrainState, batches: _Batches, autocast) -> tuple[dict[st
     d_params, g_params = list(model.discriminator_parameters()), list(model.generator_parameters())
     losses = []
     for k in range(config.d_steps):
-        b = batches.discriminator_batch(idx, k)
-        cond = batches.c[b]
+        real, cond = batches.discriminator_batch(idx, k)
         with autocast():
-            loss_d, logs_d = model.discriminator_loss(batches.x[b], cond)
+            loss_d, logs_d = model.discriminator_loss(real, cond)
         state.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         world.average_gradients(d_params)
@@ -677,9 +756,9 @@ def _train_step(state: TrainState, batches: _Batches, autocast) -> tuple[dict[st
     for p in d_params:  # the critic is a constant during generator updates
         p.requires_grad_(False)
     for _ in range(config.g_steps):
-        cond = batches.generator_conditions(state.sampler, idx, cond)
+        real, cond = batches.generator_batch(state.sampler, idx, (real, cond))
         with autocast():
-            loss_g, logs_g = model.generator_loss(cond)
+            loss_g, logs_g = model.generator_loss(cond, real)
         state.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         world.average_gradients(g_params)
@@ -726,11 +805,18 @@ def _resume_checkpoint(config: TrainConfig, out: Path):
     return ckpt
 
 
+def _mirror_axes(config: TrainConfig) -> tuple[str, ...]:
+    return tuple(name.removeprefix("mirror_") for name in config.augment)
+
+
 def _new_model(config: TrainConfig, train_data: ShowerData):
-    transform = ShowerTransform.fit(config_from_dict(TransformConfig, config.transform, "transform"), train_data.cells, train_data.e_inc)
-    spec = ConditionSpec.from_data(train_data, tuple(config.conditions))
+    # With augmentation the model learns the mirror images too: its normalisations are fitted
+    # on them, which also makes every per-cell constant mirror symmetric (see calogan.augment).
+    fit_data = mirror_images(train_data, _mirror_axes(config)) if config.augment else train_data
+    transform = ShowerTransform.fit(config_from_dict(TransformConfig, config.transform, "transform"), fit_data.cells, fit_data.e_inc)
+    spec = ConditionSpec.from_data(fit_data, tuple(config.conditions))
     model = build_model(config.family, train_data.geometry, spec, transform, config.model)
-    model.prepare(train_data)
+    model.prepare(fit_data)
     return model
 
 
@@ -760,6 +846,13 @@ def _start(
         torch.backends.cudnn.allow_tf32 = config.tf32
 
     train_data, val, data_attrs = _load_data(config)
+    if config.selection == "auc" and (val is None or len(val) < _MIN_AUC_VALIDATION):
+        raise ConfigError(
+            f"option selection auc: the classifier needs at least {_MIN_AUC_VALIDATION} validation showers, "
+            f"got {0 if val is None else len(val)} (set val_data or a larger val_fraction, or selection: chi2)"
+        )
+    for axis in _mirror_axes(config):
+        check_mirror_symmetry(train_data.cells, train_data.geometry, axis, tuple(config.conditions), where=_files(config.data))
     run = _Run(config, out, device, data_attrs, _fingerprint(train_data), world)
     n_big = config.d_steps * config.batch_size
     if n_big > len(train_data):
@@ -774,7 +867,7 @@ def _start(
             torch.manual_seed(rank_seed(config.seed, world.rank))
     else:
         if ckpt.training.get("data_fingerprint") != run.fingerprint:
-            raise ConfigError(f"--resume: the training data differ from those of the run in {out} ({config.data})")
+            raise ConfigError(f"--resume: the training data differ from those of the run in {out} ({_files(config.data)})")
         model = ckpt.model
     model = sync_batch_norm(model.to(device), world, device)
     world.broadcast_module(model)  # every rank starts from rank 0's weights, as DDP does
@@ -784,7 +877,8 @@ def _start(
         _truncate_log(run.log, ckpt.step)
     # Model-space training set on the device once: (N, n_cells) and physical conditions (N, n_cond).
     x_all = torch.from_numpy(state.model.transform.forward(train_data.cells, train_data.e_inc)).to(device)
-    batches = _Batches(x_all, state.model.conditions.tensor(train_data).to(device), config, world)
+    mirror = Mirror(train_data.geometry, _mirror_axes(config), tuple(config.conditions), device) if config.augment else None
+    batches = _Batches(x_all, state.model.conditions.tensor(train_data).to(device), config, state.model.transform, world, mirror)
     if ckpt is None and world.is_main:
         # Everything is checked: the run's folder appears now. A previous run in it (--force)
         # is removed first, so that no file of it is taken for one of this run's.
@@ -893,7 +987,8 @@ def _loop(run: _Run, state: TrainState, batches: _Batches, val: ShowerData | Non
         stopped=stopped,
         elapsed_s=state.elapsed,
         best_step=state.best["step"],
-        best_chi2=state.best["chi2"],
+        selection=config.selection,
+        best_value=state.best["value"],
         last=run.last,
         best=run.best,
         showers_per_s=monitor.throughput,

@@ -13,10 +13,13 @@ from calogan.errors import ConfigError
 __all__ = ["ShowerTransform", "TransformConfig"]
 
 _ENERGY = ("fraction", "gev")
-_SCALE = ("none", "max", "standard")
+_SCALE = ("none", "max", "standard", "hits")
 # exp(log(eps)) - eps is not exactly 0 in float32: residues below this fraction of eps are
 # rounding of an empty cell, not energy, and become exact zeros.
 _ROUNDOFF = 1e-3
+# exp() of a model-space value far beyond any training cell would overflow float32: cap the log
+# energy (in units of TransformConfig.energy) at e^30.
+_MAX_LOG = 30.0
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,17 @@ class TransformConfig:
     3. ``scale``: ``"none"``; ``"max"`` divides by one number, the largest value of step 2
        in the training data (zeros stay zero, so a ReLU output can make exact zeros);
        ``"standard"`` subtracts each cell's mean and divides by its standard deviation
-       (floored at ``std_floor`` times the largest one, so that never-hit cells stay tame).
+       (floored at ``std_floor`` times the largest one, so that never-hit cells stay tame);
+       ``"hits"`` (with ``log``) treats hit and empty cells apart, which is what makes the hit
+       structure of a shower learnable: a hit cell's log energy, ``log(max(x, hit_floor))``,
+       is standardised by the mean and standard deviation of that cell's *hits* (the
+       deviation floored at ``min_std``), and an empty cell is put ``gap`` standard units
+       below where that cell's ``hit_floor`` lies. Between the two lies the cell's
+       threshold, halfway into the gap: ``inverse`` makes every value below it an exact
+       zero. Faint hits and empty cells, a few keV apart in energy, are then far apart in
+       model space, so a generator that blurs them pays for it; ``dequantise`` spreads the
+       empty cells of real training showers uniformly over one unit about their value, so
+       that a critic compares densities instead of a point mass. ``eps`` is not used.
 
     Negative cells are clipped to zero before step 1 (the ATLAS recipe sets them to 0) and
     physical cells coming back from ``inverse`` are clipped at zero as well.
@@ -41,6 +54,9 @@ class TransformConfig:
     eps: float = 1e-6
     scale: str = "max"
     std_floor: float = 1e-3
+    hit_floor: float = 1e-6
+    gap: float = 2.0
+    min_std: float = 1.0
 
     def __post_init__(self) -> None:
         if self.energy not in _ENERGY:
@@ -53,6 +69,12 @@ class TransformConfig:
             raise ConfigError(f"transform.eps must be a positive number, got {self.eps!r}")
         if not (isinstance(self.std_floor, (int, float)) and 0 < self.std_floor <= 1):
             raise ConfigError(f"transform.std_floor must be in (0, 1], got {self.std_floor!r}")
+        for name in ("hit_floor", "gap", "min_std"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value > 0):
+                raise ConfigError(f"transform.{name} must be a positive number, got {value!r}")
+        if self.scale == "hits" and not self.log:
+            raise ConfigError("transform.scale 'hits' standardises log energies: it needs log: true")
         if self.scale == "max" and self.log:
             # log values are mostly negative: dividing by their maximum flips or blows them up
             raise ConfigError("transform.scale 'max' needs log: false; use scale 'standard' with log: true")
@@ -100,7 +122,14 @@ class ShowerTransform(nn.Module):
             raise ConfigError(f"cannot fit a transform on cells of shape {cells.shape}")
         g = _pre(config, cells, np.asarray(e_inc, dtype=np.float64).reshape(-1), np)
         n = cells.shape[1]
-        if config.scale == "none":
+        if config.scale == "hits":
+            hit = cells > 0
+            count = hit.sum(axis=0)
+            h = np.where(hit, g, 0.0)
+            shift = np.where(count > 0, h.sum(axis=0) / np.maximum(count, 1), np.log(config.hit_floor))
+            var = np.where(hit, (g - shift) ** 2, 0.0).sum(axis=0) / np.maximum(count - 1, 1)
+            scale = np.maximum(np.sqrt(np.where(count > 1, var, 0.0)), config.min_std)
+        elif config.scale == "none":
             shift, scale = np.zeros(n), np.ones(n)
         elif config.scale == "max":
             top = float(g.max())
@@ -116,24 +145,36 @@ class ShowerTransform(nn.Module):
         """Physical cells (N, n_cells) MeV and e_inc (N,) GeV -> model space (N, n_cells)."""
         xp = _xp(cells)
         if xp is np:
-            g = _pre(self.config, np.asarray(cells, dtype=np.float64), np.asarray(e_inc, dtype=np.float64).reshape(-1), np)
-            return ((g - self.shift.cpu().numpy()) / self.scale.cpu().numpy()).astype(np.float32)
-        return (_pre(self.config, cells, e_inc.reshape(-1), torch) - self.shift) / self.scale
+            cells = np.asarray(cells, dtype=np.float64)
+            g = _pre(self.config, cells, np.asarray(e_inc, dtype=np.float64).reshape(-1), np)
+            x = (g - self.shift.cpu().numpy()) / self.scale.cpu().numpy()
+            if self.config.scale == "hits":
+                x = np.where(cells > 0, x, self.zero_point().cpu().numpy())
+            return x.astype(np.float32)
+        x = (_pre(self.config, cells, e_inc.reshape(-1), torch) - self.shift) / self.scale
+        if self.config.scale == "hits":
+            x = torch.where(cells > 0, x, self.zero_point().to(x.dtype))
+        return x
 
     def inverse(self, x, e_inc):
         """Model space (N, n_cells) and e_inc (N,) GeV -> physical cells (N, n_cells) MeV, >= 0."""
         xp = _xp(x)
         c = self.config
         if xp is np:
-            g = np.asarray(x, dtype=np.float64) * self.scale.cpu().numpy() + self.shift.cpu().numpy()
+            x = np.asarray(x, dtype=np.float64)
+            g = x * self.scale.cpu().numpy() + self.shift.cpu().numpy()
             e = np.asarray(e_inc, dtype=np.float64).reshape(-1, 1)
-            if c.log:
+            if c.scale == "hits":
+                g = np.where(x > self.threshold().cpu().numpy(), np.exp(np.minimum(g, _MAX_LOG)), 0.0)
+            elif c.log:
                 g = np.exp(g) - c.eps
                 g = np.where(g > _ROUNDOFF * c.eps, g, 0.0)
             cells = g * 1000.0 * (e if c.energy == "fraction" else 1.0)
             return np.maximum(cells, 0.0).astype(np.float32)
         g = x * self.scale + self.shift
-        if c.log:
+        if c.scale == "hits":
+            g = torch.where(x > self.threshold().to(x.dtype), torch.exp(torch.clamp_max(g, _MAX_LOG)), torch.zeros_like(g))
+        elif c.log:
             g = torch.exp(g) - c.eps
             g = torch.where(g > _ROUNDOFF * c.eps, g, torch.zeros_like(g))
         cells = g * 1000.0
@@ -143,8 +184,28 @@ class ShowerTransform(nn.Module):
 
     def zero_point(self) -> torch.Tensor:
         """(n_cells,) model-space value of an empty cell: where an output clip makes exact zeros."""
+        if self.config.scale == "hits":
+            return (float(np.log(self.config.hit_floor)) - self.shift) / self.scale - self.config.gap
         empty = float(np.log(self.config.eps)) if self.config.log else 0.0
         return (empty - self.shift) / self.scale
+
+    def threshold(self) -> torch.Tensor:
+        """(n_cells,) model-space value below which ``inverse`` gives an empty cell.
+
+        Halfway into the gap of ``scale: hits``; the empty-cell value itself otherwise.
+        """
+        if self.config.scale == "hits":
+            return self.zero_point() + 0.5 * self.config.gap
+        return self.zero_point()
+
+    def dequantise(self, x: torch.Tensor) -> torch.Tensor:
+        """Model-space training showers (B, n_cells) with their empty cells spread uniformly over
+        one unit about the empty value (``scale: hits``; otherwise ``x`` itself). Draws from
+        torch's global RNG."""
+        if self.config.scale != "hits":
+            return x
+        empty = x < self.threshold().to(x.dtype)
+        return torch.where(empty, x + torch.rand_like(x) - 0.5, x)
 
     def to_dict(self) -> dict:
         """The config and fitted state, as plain lists (JSON/YAML/checkpoint friendly)."""
@@ -172,8 +233,12 @@ def _pre(config: TransformConfig, cells, e_inc, xp):
         g = np.maximum(cells, 0.0) / 1000.0
         if config.energy == "fraction":
             g = g / e_inc[:, None]
+        if config.scale == "hits":  # hits below the floor count at the floor; empty cells are set apart by the caller
+            return np.log(np.maximum(g, config.hit_floor))
         return np.log(g + config.eps) if config.log else g
     g = torch.clamp_min(cells, 0.0) / 1000.0
     if config.energy == "fraction":
         g = g / e_inc[:, None].to(g.dtype)
+    if config.scale == "hits":
+        return torch.log(torch.clamp_min(g, config.hit_floor))
     return torch.log(g + config.eps) if config.log else g

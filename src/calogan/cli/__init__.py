@@ -21,7 +21,20 @@ from calogan.errors import CaloganError
 __all__ = ["COMMANDS", "build_parser", "flag_names", "main"]
 
 # Subcommand modules of calogan.cli, in the order --help lists them.
-COMMANDS = ("info", "subsets", "simulate", "calibrate", "train", "tune", "generate", "evaluate", "interpolate", "export", "benchmark")
+COMMANDS = (
+    "info",
+    "subsets",
+    "simulate",
+    "calibrate",
+    "train",
+    "tune",
+    "generate",
+    "evaluate",
+    "interpolate",
+    "export",
+    "benchmark",
+    "models",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

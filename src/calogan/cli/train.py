@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--config",
         help="training config YAML (e.g. configs/wgan_eplus.yaml; 'extends: BASE.yaml' inherits); default: the built-in defaults",
     )
-    p.add_argument("--data", help="training shower file (overrides the config's 'data')")
+    p.add_argument("--data", nargs="+", metavar="FILE", help="training shower file(s), joined (overrides the config's 'data')")
+    p.add_argument("--val-data", nargs="+", metavar="FILE", help="validation shower file(s) (overrides 'val_data' and 'val_fraction')")
     p.add_argument("-o", "--output", required=True, help="output folder, e.g. runs/wgan_eplus")
     p.add_argument(
         "--set",
@@ -39,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
     from pathlib import Path
 
     from calogan.errors import ConfigError
@@ -54,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
         config = TrainConfig()
     overrides = list(args.overrides)
     if args.data:
-        overrides.append(f"data={args.data}")
+        overrides.append(f"data={json.dumps(args.data[0] if len(args.data) == 1 else args.data)}")
+    if args.val_data:
+        overrides.append(f"val_data={json.dumps(args.val_data[0] if len(args.val_data) == 1 else args.val_data)}")
     if args.device:
         overrides.append(f"device={args.device}")
     if args.threads is not None:
@@ -71,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         f"stopped at step {result.step} ({result.stopped.replace('_', ' ')}) after {minutes:.1f} min, "
         f"{result.showers_per_s:.0f} showers/s{ranks}"
     )
-    if result.best_chi2 is not None:
-        print(f"best validation chi2/ndf of E_tot = {result.best_chi2:.3g} at step {result.best_step}")
+    if result.best_value is not None:
+        what = "chi2/ndf of E_tot" if result.selection == "chi2" else "low-level classifier AUC"
+        print(f"best validation {what} = {result.best_value:.3g} at step {result.best_step}")
     print(f"checkpoints: {result.best} (best), {result.last} (last, resumable)")
     return 0

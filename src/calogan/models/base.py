@@ -108,7 +108,9 @@ class GANModel(nn.Module):
     - ``discriminator_loss(real, cond)`` -> (loss, logs): one discriminator/critic update's
       loss on a real model-space batch (B, n_cells), including gradient penalties and
       auxiliary heads;
-    - ``generator_loss(cond)`` -> (loss, logs): one generator update's loss;
+    - ``generator_loss(cond, real)`` -> (loss, logs): one generator update's loss; ``real``
+      (B, n_cells) are model-space training showers made at the conditions ``cond``, for
+      losses that compare with data directly (families may ignore it);
     - ``generator_parameters()`` / ``discriminator_parameters()`` for the two optimisers;
     - ``prepare(data)`` once before a fresh run, to fit normalisations on the training data.
 
@@ -160,7 +162,7 @@ class GANModel(nn.Module):
     def discriminator_loss(self, real: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
-    def generator_loss(self, cond: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def generator_loss(self, cond: torch.Tensor, real: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
     def generator_parameters(self):

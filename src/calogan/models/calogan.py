@@ -297,7 +297,7 @@ class CaloGAN(GANModel):
         loss = loss + self._attribute_terms(out_real, cond, logs, "d")
         return loss, logs
 
-    def generator_loss(self, cond: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def generator_loss(self, cond: torch.Tensor, real: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         out = self.discriminate(self(cond), cond)
         adv = bce_generator_loss(out["logit"])
         # |E_tot - f E| / f: in incident-equivalent GeV, like the discriminator's energy features,

@@ -1,0 +1,78 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from calogan import pretrained
+from calogan.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, strip_checkpoint
+from calogan.models.base import ConditionSpec
+from calogan.models.wgan import WGAN, WGANConfig
+from calogan.transforms import ShowerTransform, TransformConfig
+from conftest import toy_showers
+
+
+@pytest.fixture
+def checkpoint(tmp_path, toy_geometry):
+    data = toy_showers(toy_geometry, n=16)
+    torch.manual_seed(0)
+    t = ShowerTransform.fit(TransformConfig(), data.cells, data.e_inc)
+    model = WGAN(toy_geometry, ConditionSpec.from_data(data), t, WGANConfig(generator_hidden=(8,), critic_hidden=(8,), physics_hidden=(4,)))
+    model.prepare(data)
+    return save_checkpoint(tmp_path / "full.pt", model, step=7, metrics={"chi2": 1.5}), model
+
+
+def test_a_stripped_checkpoint_generates_the_same_showers(checkpoint, tmp_path):
+    path, model = checkpoint
+    small = strip_checkpoint(path, tmp_path / "gen.pt")
+    assert small.stat().st_size < path.stat().st_size
+    ckpt = load_checkpoint(small)
+    assert ckpt.step == 7 and ckpt.metrics == {"chi2": 1.5} and ckpt.training is None
+    cond, z = torch.tensor([[2.0], [8.0]]), torch.randn(2, 50)
+    torch.testing.assert_close(ckpt.model.sample_cells(cond, z), model.eval().sample_cells(cond, z))
+    assert all((p == 0).all() for p in ckpt.model.discriminator_parameters())  # no critic ships
+    with pytest.raises(CheckpointError, match="exists already"):
+        strip_checkpoint(path, small)
+
+
+def test_generator_only_weights_that_miss_generator_parts_are_refused(checkpoint, tmp_path):
+    path, _ = checkpoint
+    payload = torch.load(strip_checkpoint(path, tmp_path / "gen.pt"), weights_only=True)
+    del payload["state_dict"]["generator.0.weight"]
+    torch.save(payload, tmp_path / "broken.pt")
+    with pytest.raises(CheckpointError, match=r"broken.pt: cannot rebuild the 'wgan' model: generator-only weights do not fit"):
+        load_checkpoint(tmp_path / "broken.pt")
+
+
+def test_shipped_names_resolve_to_their_files(checkpoint, tmp_path, monkeypatch):
+    path, _ = checkpoint
+    monkeypatch.setattr(pretrained, "FOLDER", tmp_path)
+    strip_checkpoint(path, tmp_path / "toy-model.pt")
+    (tmp_path / "toy-model.json").write_text(json.dumps({"particle": "e+", "figures": {"auc_low": 0.7}}))
+    assert pretrained.names() == ["toy-model"]
+    info = pretrained.card("toy-model")
+    assert info["name"] == "toy-model" and info["size_bytes"] == (tmp_path / "toy-model.pt").stat().st_size
+    assert load_checkpoint("toy-model").step == 7  # a name works wherever a checkpoint path does
+    with pytest.raises(CheckpointError, match=r"no-model: no such checkpoint \(nor a shipped model: toy-model\)"):
+        load_checkpoint("no-model")
+    with pytest.raises(pretrained.PretrainedError, match="no shipped model 'nope'; shipped: toy-model"):
+        pretrained.card("nope")
+    (tmp_path / "toy-model.json").write_text("{broken")
+    with pytest.raises(pretrained.PretrainedError, match="toy-model.json: not valid JSON"):
+        pretrained.card("toy-model")
+
+
+def test_shipped_models_load_without_the_shared_data():
+    """Every shipped model loads from the package alone and makes finite, non-negative showers."""
+    for name in pretrained.names():
+        info = pretrained.card(name)
+        ckpt = load_checkpoint(name)
+        spec = ckpt.model.conditions
+        lo, hi = spec.ranges[0]
+        cond = torch.tensor([[lo] + [0.0] * (spec.n_cond - 1), [hi] + [0.0] * (spec.n_cond - 1)], dtype=torch.float32)
+        with torch.no_grad():
+            cells = ckpt.model.sample_cells(cond, ckpt.model.latent(2)).numpy()
+        assert np.isfinite(cells).all() and (cells >= 0).all() and cells.shape[1] == ckpt.model.geometry.n_cells, name
+        assert info["size_bytes"] <= 20e6, name
+    total = sum(pretrained.card(n)["size_bytes"] for n in pretrained.names())
+    assert total <= 60e6
