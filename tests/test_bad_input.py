@@ -158,7 +158,10 @@ CASES = [
     (TRAIN + " --data {toy} -o {w}/run --set val_fraction=0.001", ["val_fraction 0.001", "leaves 0 for validation"]),
     ("train -o {w}/norun --resume --quiet", ["--resume", "last.pt does not exist"]),
     # tune
-    ("tune --config {w}/missing.yaml --space {w}/s.yaml --trials 1 --storage sqlite:///{w}/s.db -o {w}/t", ["missing.yaml", "cannot read config"]),
+    (
+        "tune --config {w}/missing.yaml --space {w}/s.yaml --trials 1 --storage sqlite:///{w}/s.db -o {w}/t",
+        ["missing.yaml", "cannot read config"],
+    ),
     # models
     ("models no-such-model", ["no shipped model 'no-such-model'"]),
     # generate

@@ -53,7 +53,7 @@ def _kill_first_writer(folder, killed: list, stop: threading.Event) -> None:
     """Kill (SIGKILL) the first worker seen writing a shard: its temporary names its pid."""
     while not stop.is_set():
         for p in folder.glob(".shard-*.tmp.h5") if folder.is_dir() else []:
-            m = re.match(r"\.shard-\d+\.h5\.(\d+)-", p.name)
+            m = re.match(r"\.shard-\d+\.h5\.(?:[0-9a-f]{6}-)?(\d+)-", p.name)
             if m:
                 os.kill(int(m.group(1)), signal.SIGKILL)
                 killed.append((int(m.group(1)), p.name))

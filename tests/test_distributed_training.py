@@ -65,7 +65,7 @@ class ToyGAN(GANModel):
         gp = ((grad.norm(dim=1) - 1) ** 2).mean()
         return -w + gp, {"w": w.detach()}
 
-    def generator_loss(self, cond):
+    def generator_loss(self, cond, real=None):
         return -self._critic(self(cond), cond).mean(), {}
 
     def generator_parameters(self):

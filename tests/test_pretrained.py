@@ -76,3 +76,45 @@ def test_shipped_models_load_without_the_shared_data():
         assert info["size_bytes"] <= 20e6, name
     total = sum(pretrained.card(n)["size_bytes"] for n in pretrained.names())
     assert total <= 60e6
+
+
+def _fidelity_recipe_model(geometry):
+    """A WGAN built from the shipped recipe (configs/pretrained/wgan_fidelity.yaml), every option
+    as shipped except the layer widths, fitted on sparse toy showers."""
+    from pathlib import Path
+
+    from calogan.config import read_config
+    from calogan.models import build_model
+
+    recipe = read_config(Path(__file__).resolve().parent.parent / "configs" / "pretrained" / "wgan_fidelity.yaml")
+    options = {
+        **recipe["model"],
+        "latent_dim": 6,
+        "generator_hidden": [16, 16],
+        "critic_hidden": [8],
+        "physics_hidden": [8],
+        "physics_bins": 2,
+    }
+    data = toy_showers(geometry, n=32)
+    keep = np.random.default_rng(3).random(data.cells.shape) < 0.5
+    data = data.__class__(data.geometry, (data.cells * keep).astype(np.float32), data.e_inc, data.pdg)
+    t = ShowerTransform.fit(TransformConfig(**recipe["transform"]), data.cells, data.e_inc)
+    model = build_model("wgan", geometry, ConditionSpec.from_data(data), t, options)
+    model.prepare(data)
+    return model.eval()
+
+
+def test_the_shipped_recipe_exports_to_onnx_with_parity(toy_geometry, tmp_path):
+    from calogan.export import export_onnx
+
+    report = export_onnx(_fidelity_recipe_model(toy_geometry), tmp_path / "m.onnx", attrs={"convention": "active", "particle": "e+"})
+    assert report.parity.ok and report.parity.n > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", pretrained.names())
+def test_every_shipped_model_exports_to_onnx_with_parity(name, tmp_path):
+    from calogan.export import export_onnx
+
+    report = export_onnx(load_checkpoint(name).model, tmp_path / f"{name}.onnx", attrs={"particle": pretrained.card(name)["particle"]})
+    assert report.parity.ok, report.parity

@@ -853,7 +853,7 @@ def _start(
         )
     for axis in _mirror_axes(config):
         check_mirror_symmetry(train_data.cells, train_data.geometry, axis, tuple(config.conditions), where=_files(config.data))
-    run = _Run(config, out, device, data_attrs, _fingerprint(train_data), world)
+    run = _Run(config, out, device, data_attrs, _fingerprint(train_data), world=world)
     n_big = config.d_steps * config.batch_size
     if n_big > len(train_data):
         raise ConfigError(f"d_steps * batch_size = {n_big} exceeds the {len(train_data)} training showers")
@@ -937,8 +937,10 @@ def _train(config: TrainConfig, out: Path, world: World, device: torch.device, *
     try:
         return _loop(run, state, batches, val, world, on_validation)
     except BaseException:
-        if not resume and not run.last.exists() and world.is_main:
-            _remove_run(run)  # failed (or stopped) before its first checkpoint: it leaves nothing behind
+        # Failed (or stopped) before its first checkpoint and before any validated generator
+        # (best.pt; calogan tune's pruned trials keep theirs): the run leaves nothing behind.
+        if not resume and not run.last.exists() and not run.best.exists() and world.is_main:
+            _remove_run(run)
         raise
 
 
