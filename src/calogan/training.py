@@ -835,7 +835,7 @@ def _start(
     if not resume:
         if (out / "last.pt").exists() and not force:
             raise ConfigError(f"{out}: holds a run already; pass --resume to continue it or --force to start again")
-        inputs = [p for p in (config.data, config.val_data) if p]
+        inputs = [p for files in (config.data, config.val_data) if files for p in ((files,) if isinstance(files, str) else files)]
         check_output_folder(out, inputs=inputs, error=ConfigError)  # the folder itself appears once the data are read
     world.per_rank(config.batch_size)  # the global batch must split evenly over the ranks
     threads = resolve_threads(config.threads, default=None)
