@@ -18,6 +18,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,45 +104,91 @@ def main() -> None:
     if not (report / "metrics.json").exists():
         run(*calogan, "evaluate", str(test), str(gen), "--labels", f"Geant4,{a.name}", "-o", str(report), "--quiet")
     if a.ship:
-        ship(a, out, report, train_files, particle, convention, conditions)
+        ship(a, out, report, train_files, eval_file, particle, convention, conditions)
 
 
-def ship(a, out: Path, report: Path, train_files, particle, convention, conditions) -> None:
+def ship(a, out: Path, report: Path, train_files, eval_file, particle, convention, conditions) -> None:
     sys.path.insert(0, str(ROOT / "src"))
     from calogan.checkpoint import load_checkpoint, strip_checkpoint
+    from calogan.io import inspect
     from calogan.pretrained import FOLDER, sha256
 
     target = FOLDER / f"{a.name}.pt"
     strip_checkpoint(out / "best.pt", target, force=True)
     ckpt = load_checkpoint(target)
     metrics = json.loads((report / "metrics.json").read_text())
+
+    def part(file: str, which: int, what: str) -> dict:
+        path = parts(a.work, file)[which]
+        share = FRACTIONS.split(",")[which]
+        return {
+            "file": file,
+            "sha256": sha256(a.data / file),
+            "showers": inspect(path).n,
+            "part": f"{what}: {share} of calogan split --seed 0",
+        }
+
     card = {
         "geometry": ckpt.geometry.name,
         "particle": particle,
         "convention": convention,
         "conditions": conditions,
         "family": ckpt.family,
-        "step": ckpt.step,
-        "training_data": [
-            {"file": f, "sha256": sha256(a.data / f), "part": f"train ({FRACTIONS.split(',')[0]} of split --seed 0)"} for f in train_files
-        ],
+        "training_data": [part(f, 0, "train") for f in train_files],
+        "validation_data": [part(eval_file, 1, "checkpoint choice")],
+        "test_data": [part(eval_file, 2, "held out, figures")],
         "command": f"python scripts/pretrain.py {a.name} --ship",
         "config": f"configs/pretrained/{a.name}.yaml",
-        "budget": f"{ckpt.train_config.get('max_minutes')} minutes on 1 CPU thread",
-        "held_out": summary(metrics),
+        "budget": {
+            "max_minutes": ckpt.train_config.get("max_minutes"),
+            "steps": ckpt.train_config.get("max_steps") if ckpt.step is None else ckpt.step,
+            "machine": "1 thread of a shared 2-core CPU, no GPU",
+        },
+        **summary(metrics),
     }
+    card["figures"]["date"] = time.strftime("%Y-%m-%d")
+    card["figures"]["command"] = f"calogan evaluate TEST GENERATED (scripts/pretrain.py {a.name}, stage 3)"
     (FOLDER / f"{a.name}.json").write_text(json.dumps(card, indent=1) + "\n")
     print(f"shipped {target} ({target.stat().st_size / 1e6:.1f} MB)")
 
 
 def summary(metrics: dict) -> dict:
-    """The headline figures of a two-file metrics.json (schema 2) for the card."""
-    cand = metrics["candidates"][0] if "candidates" in metrics else metrics
-    keep = {}
-    for key in ("classifier", "response", "resolution", "observables_summary", "n_showers"):
-        if key in cand:
-            keep[key] = cand[key]
-    return keep
+    """The held-out figures of a reference + one candidate metrics.json (schema 2), as the card
+    keeps them: ``figures`` (classifier AUCs with their floor, worst response deviation, the
+    fitted stochastic term of both, E_tot chi2/ndf, FPD), ``response_bins`` and ``trends``."""
+    ref, cand = metrics["reference"], metrics["candidates"][0]
+    s = cand["summary"]
+    pair = lambda d: [d["value"], d["uncertainty"]]  # noqa: E731
+    rows = []
+    for e, n, r_ref, r_gen, w_ref, w_gen in zip(
+        ref["response"]["energy_gev"],
+        ref["response"]["n"],
+        ref["response"]["response"],
+        cand["response"]["response"],
+        ref["response"]["resolution"],
+        cand["response"]["resolution"],
+    ):
+        if r_ref["value"] is not None and r_gen["value"] is not None:
+            rows.append(
+                {"e_gev": e, "n": n, "response_ratio": r_gen["value"] / r_ref["value"], "resolution_ratio": w_gen["value"] / w_ref["value"]}
+            )
+    figures = {
+        "test_showers": ref["n_showers"],
+        "auc_low": pair(s["classifier_low"]["auc"]),
+        "auc_low_floor": pair(metrics["floor"]["classifier_low"]["auc"]),
+        "auc_high": pair(s["classifier_high"]["auc"]),
+        "auc_calochallenge": pair(s["classifier_low_calochallenge"]["auc"]),
+        "response_max_deviation": max(abs(r["response_ratio"] - 1) for r in rows),
+        "stochastic_a": pair(cand["resolution_fit"]["a"]),
+        "stochastic_a_geant4": pair(ref["resolution_fit"]["a"]),
+        "constant_b": pair(cand["resolution_fit"]["b"]),
+        "constant_b_geant4": pair(ref["resolution_fit"]["b"]),
+        "e_tot_chi2_ndf": pair(s["energy_chi2"]),
+        "fpd": pair(s["fpd"]),
+        "nn_ratio": pair(s["nn_ratio"]),
+    }
+    trends = {"model": cand.get("condition_trends", {}), "geant4": ref.get("condition_trends", {})}
+    return {"figures": figures, "response_bins": rows, **({"trends": trends} if trends["geant4"] else {})}
 
 
 if __name__ == "__main__":
