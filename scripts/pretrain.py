@@ -129,7 +129,7 @@ def ship(a, out: Path, report: Path, train_files, eval_file, particle, conventio
         }
 
     card = {
-        "geometry": ckpt.geometry.name,
+        "geometry": ckpt.model.geometry.name,
         "particle": particle,
         "convention": convention,
         "conditions": conditions,
