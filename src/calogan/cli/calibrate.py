@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 
 __all__ = ["register", "run"]
 
@@ -13,8 +14,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="fit the parametrized simulator to reference showers and print the comparison table",
         description=(
             "Fit the built-in simulator's parameters to a CaloGAN-format file of reference showers (e.g. Geant4) and print, "
-            "per energy bin, reference against simulator: mean response, resolution, layer fractions, shower depth and "
-            "layer-1 widths, with the targets and pass/fail. With --check, only print the table for existing parameters."
+            "per energy bin, reference against simulator: mean response, resolution, layer fractions, shower depth, "
+            "layer-1 widths, hit cells per layer and empty layers, with the targets and pass/fail; then the cell-energy "
+            "spectrum of every layer and the classifier AUC (the one 'calogan evaluate' trains) of simulator against "
+            "reference. With --check, only print them for existing parameters."
         ),
     )
     p.add_argument("reference", help="reference showers (CaloGAN or CaloChallenge HDF5)")
@@ -30,12 +33,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--em-params",
         help="pions only: take the EM part's parameters (pi0 showers) from this e+ parameter file (default: the shipped e+ ones)",
     )
-    p.add_argument("--stages", help="comma-separated fit stages (EM: longitudinal,radial,response,sampling; pions: mip,shower,sampling)")
+    p.add_argument(
+        "--stages", help="comma-separated fit stages (EM: longitudinal,radial,cells,response,sampling; pions: mip,shower,sampling)"
+    )
     p.add_argument("--check", action="store_true", help="fit nothing: compare the --start (or shipped) parameters with the reference")
     p.add_argument("--limit", type=int, default=20_000, help="use the first LIMIT showers (default 20000)")
     p.add_argument("--bin-width", type=float, default=10.0, help="energy bin width of the table in GeV (default 10)")
     p.add_argument("--oversample", type=int, default=2, help="simulated showers per reference shower (default 2)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the fit and the comparison (default 0)")
+    p.add_argument(
+        "--no-classifier", action="store_true", help="skip the classifier test (it trains two small networks per convention, ~10 s each)"
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.set_defaults(func=run)
 
@@ -77,6 +85,8 @@ def _command(args: argparse.Namespace) -> str:
             words += [f"--{option.replace('_', '-')}", str(value)]
     if args.check:
         words.append("--check")
+    if args.no_classifier:
+        words.append("--no-classifier")
     return " ".join(shlex.quote(w) for w in words)
 
 
@@ -90,6 +100,23 @@ def _sha256(path) -> str:
     return h.hexdigest()
 
 
+def _classifier(ref, sim, seed: int) -> dict:
+    """Print and return the low- and high-level classifier AUCs of ``sim`` against ``ref``
+    with their floor, as ``calogan evaluate`` measures them (``calogan.metrics``)."""
+    from calogan import metrics
+
+    out = {}
+    for level in ("low", "high"):
+        result, floor = metrics.classifier_with_floor(ref, sim, level=level, seed=seed)
+        print(
+            f"classifier AUC ({level}-level, {result.n_test} test showers): {result.auc:.3f} +- {result.auc_uncertainty:.3f}"
+            f" (floor, reference against itself: {floor.auc:.3f} +- {floor.auc_uncertainty:.3f})"
+        )
+        out[f"auc_{level}"] = round(result.auc, 4)
+        out[f"floor_{level}"] = round(floor.auc, 4)
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     import time
     from dataclasses import replace
@@ -101,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     from calogan.data import particle_code, particle_name
     from calogan.errors import ConfigError
     from calogan.simulate import default_params, load_params, save_params, simulate
-    from calogan.simulate.calibrate import calibrate, compare, format_table, summary
+    from calogan.simulate.calibrate import calibrate, compare, format_spectrum, format_table, spectrum_rows, summary
 
     if args.output is None and not args.check:
         raise ConfigError("-o/--output is required (or pass --check to compare without fitting)")
@@ -165,7 +192,11 @@ def run(args: argparse.Namespace) -> int:
         rows = compare(data, sim, args.bin_width)
         print(f"\n{particle}, {conv} convention: {Path(args.reference if conv == convention else args.pair).name} against the simulator")
         print(format_table(rows, labels=("reference", "param")))
+        print(f"\ncell-energy spectra, {conv} convention (hit cells per shower; quantiles of the hit-cell energies)")
+        print(format_spectrum(spectrum_rows(data, sim, args.bin_width)))
         tables[conv] = summary(rows)
+        if not args.no_classifier:
+            tables[conv]["classifier"] = _classifier(data, sim.select(slice(0, len(data))), args.seed)
     if args.output is not None:
         files = [args.reference] + ([args.pair] if args.pair else [])
         provenance = {
@@ -175,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "oversample": args.oversample,
             "calogan_version": __version__,
+            "date": datetime.now(UTC).strftime("%Y-%m-%d"),
             "fitted": [] if args.check else fitted,
             "started_from": str(args.start) if args.start else f"shipped {particle} parameters",
             **({"em_part_from": str(args.em_params) if args.em_params else "shipped e+ parameters"} if start.is_hadron else {}),
