@@ -133,8 +133,9 @@ def test_shipped_parameters_reproduce_geant4(particle, convention):
     Response, fractions, depth and widths must meet the issue's targets. The resolution of
     ~300 showers per bin is itself uncertain by ~6 % (and the simulation's by ~5 %), so it is
     held to 30 % here; the full-statistics table (calogan calibrate --check) holds it to 20 %.
-    The cell-level rows (hit cells per layer, empty layers) are held to what the shipped fit
-    reaches, twice their targets (20 %, 0.06): it falls short of 10 % in a few bins.
+    The cell-level rows (hit cells per layer, empty layers) are held to what the shipped fits
+    reach, short of their targets (10 %, 0.03): hit cells to 20 % for e+ and 35 % for gamma
+    (its layer 0 has 10-33 % too few hit cells), empty layers to 0.06.
     """
     ref = _first(geant4_file(f"g4_{particle}_{convention}.h5"), 600)
     name = "e+" if particle == "eplus" else "gamma"
@@ -143,8 +144,9 @@ def test_shipped_parameters_reproduce_geant4(particle, convention):
     table = [r for r in rows if r.observable.split("_")[0] not in ("hits", "empty")]
     assert len(table) == 16 and len(rows) > 16
     assert {r.observable for r in rows} >= {"hits_0", "hits_1", "hits_2", "empty_2"}
-    for r in rows if particle == "eplus" else table:  # the gamma parameters predate the cell-level model
-        tolerance = {"resolution": 0.30, "hits": 0.20, "empty": 0.06}.get(r.observable.split("_")[0], r.tolerance)
+    hits = 0.20 if particle == "eplus" else 0.35
+    for r in rows:
+        tolerance = {"resolution": 0.30, "hits": hits, "empty": 0.06}.get(r.observable.split("_")[0], r.tolerance)
         assert abs(r.deviation) <= tolerance, format_table(rows)
 
 
