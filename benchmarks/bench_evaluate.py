@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from calogan.runtime import write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = ROOT.parent / "shared" / "data" / "geant4" / "g4_eplus_active.h5"
 TARGET_S = 180.0
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "machine": {
             "cpus": os.cpu_count(),
-            "torch_threads_classifier": metrics["settings"]["classifier"]["threads"],
+            "threads_classifier": metrics["settings"]["classifier"]["low"]["threads"],
             "torch_threads": torch.get_num_threads(),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             "platform": platform.platform(),
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     width = max(len(k) for k in stages) + 2
     n_ref, n_cand = result["n_reference"], result["n_candidate"]
-    threads = f"classifier threads {result['machine']['torch_threads_classifier']}, torch threads {torch.get_num_threads()}"
+    threads = f"classifier threads {result['machine']['threads_classifier']}, torch threads {torch.get_num_threads()}"
     print(f"calogan evaluate: {n_ref} vs {n_cand} showers{' (--fast)' if args.fast else ''}, {os.cpu_count()} CPUs, {threads}")
     print(f"inputs: {inputs}")
     print(f"{'stage':<{width}} {'seconds':>8}")
@@ -160,9 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'CPU time (process)':<{width}} {cpu:>8.1f}")
     print(f"load average before / after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} (other work on the machine inflates timings)")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    tmp_json = args.json.with_name(f".{args.json.name}.tmp")
-    tmp_json.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp_json, args.json)
+    write_text(args.json, json.dumps(result, indent=1) + "\n", force=True)  # a benchmark's JSON is rewritten by each run
     print(f"wrote {args.json}")
     return 0
 

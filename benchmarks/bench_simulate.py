@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 
 from calogan import __version__  # noqa: E402
 from calogan.io import ShowerWriter, read_extra  # noqa: E402
+from calogan.runtime import write_text  # noqa: E402
 from calogan.simulate import BLOCK, GENERATOR, Distribution, iter_simulate, simulate  # noqa: E402
 
 G4_EPLUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "geant4" / "g4_eplus_total.h5"
@@ -171,9 +172,7 @@ def main() -> int:
         "geant4": g4,
         "memory": memory,
     }
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, out)
+    write_text(out, json.dumps(payload, indent=2) + "\n", force=True)  # a benchmark's JSON is rewritten by each run
     print(f"wrote {out}")
     return 0
 

@@ -14,7 +14,8 @@ echo "== 1/5 simulate: 6000 training and 2000 held-out 1-100 GeV e+ showers (Cal
 "$BIN/calogan" info "$OUT/eplus_train.h5"
 
 echo "== 2/5 train: the ATLAS-style conditional WGAN-GP, demo config (2000 steps, one to three minutes on CPU)"
-"$BIN/calogan" train --config configs/wgan_demo.yaml --data "$OUT/eplus_train.h5" -o "$OUT/wgan" --set max_minutes=3 --force --quiet
+# One thread: this small model gains nothing from two, and two threads spin against any other busy process.
+"$BIN/calogan" train --config configs/wgan_demo.yaml --data "$OUT/eplus_train.h5" -o "$OUT/wgan" --threads 1 --set max_minutes=3 --force --quiet
 
 echo "== 3/5 generate: the held-out showers' incident energies, from the best checkpoint"
 "$BIN/calogan" generate --model "$OUT/wgan/best.pt" --energy-from "$OUT/eplus_test.h5" --seed 2 --no-progress -o "$OUT/wgan_gen.h5" --force

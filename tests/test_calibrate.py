@@ -187,11 +187,20 @@ def test_calibrate_rejects_bad_input(tmp_path):
 
 def test_cli_check_prints_the_table(capsys):
     path = geant4_file("g4_gamma_total.h5")
-    assert main(["calibrate", str(path), "--check", "--limit", "300", "--bin-width", "50"]) == 0
+    assert main(["calibrate", str(path), "--check", "--limit", "300", "--bin-width", "50", "--no-classifier"]) == 0
     out = capsys.readouterr().out
     assert "gamma, total convention" in out and "response" in out and "width_y" in out and "passed" in out
-    assert "hits_2" in out and "cell-energy spectra" in out and "q10/q50/q90" in out
+    assert "hits_2" in out and "cell-energy spectra" in out and "q10/q50/q90" in out and "classifier" not in out
+
+
+@pytest.mark.slow
+def test_cli_check_prints_the_classifier_auc(capsys):
+    path = geant4_file("g4_gamma_total.h5")
+    assert main(["calibrate", str(path), "--check", "--limit", "120", "--bin-width", "100", "--classifier-runs", "1"]) == 0
+    out = capsys.readouterr().out
     assert "classifier AUC (low-level" in out and "classifier AUC (high-level" in out and "floor" in out
+    assert main(["calibrate", str(path), "--check", "--limit", "120", "--classifier-runs", "0"]) == 2
+    assert "--classifier-runs must be >= 1" in capsys.readouterr().err
 
 
 def test_cli_fit_writes_reproducible_parameters(tmp_path, capsys):

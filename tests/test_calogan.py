@@ -265,6 +265,31 @@ def test_cli_interpolate(toy_geometry, tmp_path, capsys):
     assert "conditioned on" in capsys.readouterr().err
 
 
+def test_library_errors_name_parameters_and_the_cli_its_flags(toy_geometry, tmp_path, capsys):
+    from calogan.cli import main
+    from calogan.interpolate import traverse
+
+    torch.manual_seed(7)
+    model, _, _ = make("cond_calogan", toy_geometry, toy_data(toy_geometry), COND_KEYS)
+    for kwargs, message in [
+        (dict(n_average=0), "n_average must be >= 1, got 0"),
+        (dict(fixed={"eta": 1.0}), "fixed eta: the model is conditioned on"),
+    ]:
+        with pytest.raises(ConfigError, match=f"^{message}"):
+            traverse(model, "x0", [0.0, 1.0], **kwargs)
+    with pytest.raises(ConfigError, match="^key eta: "):
+        traverse(model, "eta", [0.0, 1.0])
+    ckpt = save_checkpoint(tmp_path / "m.pt", model.eval(), step=1)
+    args = ["interpolate", "--model", str(ckpt), "--range", "0:1", "--steps", "2", "-o", str(tmp_path / "f.png")]
+    for extra, message in [
+        (["--vary", "x0", "--n-average", "0"], "--n-average must be >= 1, got 0"),
+        (["--vary", "x0", "--fix", "eta=1"], "--fix eta: the model is conditioned on"),
+        (["--vary", "eta"], "--vary eta: the model is conditioned on"),
+    ]:
+        assert main([*args, *extra]) == 2
+        assert capsys.readouterr().err.startswith(f"calogan interpolate: error: {message}")
+
+
 def test_linear_trend_exact_answers():
     from calogan.interpolate import linear_trend
 

@@ -7,6 +7,7 @@ import torch
 import yaml
 
 from calogan.checkpoint import save_checkpoint
+from calogan.config import config_from_dict
 from calogan.errors import ConfigError
 from calogan.export import export_onnx
 from calogan.fastsim import (
@@ -17,14 +18,14 @@ from calogan.fastsim import (
     Router,
     RouterConfig,
     TorchBackend,
-    _derive_seed,
+    derive_seed,
     latent_noise,
     load_backend,
     load_router,
     track_conditions,
 )
 from calogan.geometry import Geometry, Layer
-from calogan.models import build_model, config_from_dict
+from calogan.models import build_model
 from calogan.models.base import ConditionSpec
 from calogan.simulate import simulate
 from calogan.transforms import ShowerTransform, TransformConfig
@@ -124,8 +125,8 @@ def test_router_simulates_each_shower_with_its_backend(router, files):
     assert not np.array_equal(router.simulate(particles, energy, seed=8), cells)
     # route 0 (the model) got showers 0 and 3 with its sub-seed; the fallback showers 1 and 2 with its own
     gan = OnnxBackend(files[1], threads=1)
-    np.testing.assert_allclose(cells[[0, 3]], gan.generate(np.array([[2.0], [9.0]], np.float32), _derive_seed(7, 0)), rtol=1e-6)
-    g = simulate(GEOMETRY, "gamma", [3.0], seed=_derive_seed(_derive_seed(7, 1), 22), mode="active", x0=0.0, y0=0.0, theta=0.0, phi=0.0)
+    np.testing.assert_allclose(cells[[0, 3]], gan.generate(np.array([[2.0], [9.0]], np.float32), derive_seed(7, 0)), rtol=1e-6)
+    g = simulate(GEOMETRY, "gamma", [3.0], seed=derive_seed(derive_seed(7, 1), 22), mode="active", x0=0.0, y0=0.0, theta=0.0, phi=0.0)
     np.testing.assert_array_equal(cells[1], g.cells[0])
     # no seed: the router's own sequence, different at each call and reproducible from its seed
     a, b = router.simulate(particles, energy), router.simulate(particles, energy)
@@ -204,7 +205,7 @@ def test_parametrized_backend_is_the_simulator():
     b = ParametrizedBackend(GEOMETRY, mode="total", energy=(1.0, 20.0), particles=["e+", "pi+"])
     pos, d = [[2.0, -1.0], [0.0, 0.0]], [[0.1, 0.5], [0.0, 0.0]]
     cells = b.simulate(["e+", "pi+"], [4.0, 6.0], position=pos, direction=d, seed=9)
-    e = simulate(GEOMETRY, "e+", [4.0], seed=_derive_seed(9, -11), mode="total", x0=2.0, y0=-1.0, theta=0.1, phi=0.5)
+    e = simulate(GEOMETRY, "e+", [4.0], seed=derive_seed(9, -11), mode="total", x0=2.0, y0=-1.0, theta=0.1, phi=0.5)
     np.testing.assert_array_equal(cells[0], e.cells[0])
     with pytest.raises(ConfigError, match=r"cannot simulate gamma at 4 GeV"):
         b.simulate("gamma", [4.0])

@@ -4,10 +4,10 @@ import torch
 
 from calogan.checkpoint import load_checkpoint, save_checkpoint
 from calogan.cli import main
-from calogan.data import ShowerData
+from calogan.data import Conditions, ShowerData
 from calogan.errors import ConfigError
 from calogan.fastsim import latent_noise
-from calogan.generate import Conditions, conditions_from_file, generate, generate_to_file, parse_values, sample_conditions
+from calogan.generate import conditions_from_file, generate, generate_to_file, parse_values, sample_conditions
 from calogan.io import inspect, read_showers, write_showers
 from calogan.models import build_model
 from calogan.models.base import ConditionSpec
@@ -43,6 +43,27 @@ def test_parse_values_rules():
     for bad in ("a:b", "1:2:3", "", "5:1", "0:10:log"):
         with pytest.raises(ConfigError, match="--energy"):
             parse_values(bad)(rng, 1)
+
+
+def test_library_errors_name_parameters_and_the_cli_its_flags(data, checkpoint, tmp_path, capsys):
+    from calogan.cli import main
+
+    spec = ConditionSpec.from_data(data, ("e_inc",))
+    for kwargs, message in [
+        (dict(n=0), "n must be >= 1, got 0"),
+        (dict(n=3, energy="ten"), "energy must be A:B"),
+        (dict(n=3, energy="-2:-1"), "energy '-2:-1' gives non-positive energies"),
+        (dict(n=3, particle="muon"), "particle: unknown particle 'muon'"),
+    ]:
+        with pytest.raises(ConfigError, match=f"^{message}"):
+            list(sample_conditions(spec, **kwargs))
+    for extra, message in [
+        (["-n", "0"], "-n must be >= 1, got 0"),
+        (["-n", "3", "--energy=-2:-1"], "--energy '-2:-1' gives non-positive energies"),
+        (["-n", "3", "--particle", "muon"], "--particle: unknown particle 'muon'"),
+    ]:
+        assert main(["generate", "--model", str(checkpoint), "-o", str(tmp_path / "g.h5"), *extra]) == 2
+        assert capsys.readouterr().err.startswith(f"calogan generate: error: {message}")
 
 
 def test_sample_conditions_chunks_and_defaults(data):

@@ -5,10 +5,11 @@ import pytest
 
 from calogan.checkpoint import save_checkpoint
 from calogan.cli import main
+from calogan.data import Conditions
 from calogan.errors import ConfigError
 from calogan.export import export_onnx
 from calogan.fastsim import CPU_TILE_ROWS, OnnxBackend, TorchBackend
-from calogan.generate import Conditions, generate, generate_to_file
+from calogan.generate import generate, generate_to_file
 from calogan.io import inspect, read_showers
 from calogan.models import build_model
 from calogan.models.base import ConditionSpec
@@ -118,7 +119,7 @@ def test_cli_generate_option_errors(files, tmp_path, capsys):
 def test_device_selection_without_cuda(files):
     import torch
 
-    from calogan.fastsim import resolve_device
+    from calogan.runtime import resolve_device
 
     assert resolve_device("cpu") == "cpu"
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")

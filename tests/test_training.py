@@ -252,3 +252,53 @@ def test_atlas_config_trains_on_the_atlas_geometry(tmp_path):
     assert cfg.geometry == "atlas-barrel" and cfg.val_bins == 2
     result = train(cfg, tmp_path / "run")
     assert result.step == 2 and load_checkpoint(result.best).model.geometry.n_cells == 266
+
+
+def test_ema_resume_is_bit_identical_and_best_carries_the_averaged_generator(toy_file, tmp_path, monkeypatch):
+    cfg = tiny(toy_file, max_steps=12, checkpoint_every=4, ema_decay=0.9)
+    train(cfg, tmp_path / "full")
+    full = load_checkpoint(tmp_path / "full" / "last.pt")
+    ema = full.training["ema"]
+    generator = {n for n, _ in full.model.named_parameters() if n.startswith(("generator.", "noise_scale."))}
+    assert set(ema) == generator
+    assert any(not torch.equal(ema[n], full.model.state_dict()[n]) for n in ema)  # an average, not the live weights
+
+    calls = {"n": 0}
+    take = _Sampler.take
+
+    def killed_at_step_11(self, k):
+        calls["n"] += 1
+        if calls["n"] == 11:
+            raise KeyboardInterrupt
+        return take(self, k)
+
+    monkeypatch.setattr(_Sampler, "take", killed_at_step_11)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "killed")
+    monkeypatch.setattr(_Sampler, "take", take)
+    train(cfg, tmp_path / "killed", resume=True)
+    resumed = load_checkpoint(tmp_path / "killed" / "last.pt")
+    assert states_equal(resumed.model.state_dict(), full.model.state_dict())
+    assert states_equal(resumed.training["ema"], ema)
+    assert torch.equal(resumed.training["torch_rng"], full.training["torch_rng"])
+    for run in ("full", "killed"):  # best.pt: the EMA weights of its step, whatever the interruption
+        assert states_equal(
+            load_checkpoint(tmp_path / run / "best.pt").model.state_dict(),
+            load_checkpoint(tmp_path / "full" / "best.pt").model.state_dict(),
+        )
+
+
+def test_ema_weights_are_what_best_pt_generates_with(toy_file, tmp_path):
+    # No validation set: best.pt is the last step, written with the averaged generator weights.
+    train(tiny(toy_file, max_steps=6, val_fraction=0.0, ema_decay=0.5), tmp_path / "run")
+    last, best = load_checkpoint(tmp_path / "run" / "last.pt"), load_checkpoint(tmp_path / "run" / "best.pt")
+    live, averaged = last.model.state_dict(), best.model.state_dict()
+    for name, value in averaged.items():
+        expected = last.training["ema"].get(name, live[name])  # the critic and buffers are the live ones
+        assert torch.equal(value, expected), name
+    assert any(not torch.equal(averaged[n], live[n]) for n in last.training["ema"])
+    # off by default: no EMA state, and the same run as before the option existed
+    train(tiny(toy_file, max_steps=2, val_fraction=0.0), tmp_path / "plain")
+    assert load_checkpoint(tmp_path / "plain" / "last.pt").training["ema"] is None
+    with pytest.raises(ConfigError, match=r"option ema_decay: must be in \[0, 1\)"):
+        tiny(toy_file, ema_decay=1.0)

@@ -12,9 +12,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from calogan import __version__
+from calogan.checkpoint import load_checkpoint
 from calogan.errors import ConfigError
+from calogan.export import check_conditions, export_onnx, read_metadata
+from calogan.fastsim import OnnxBackend, ParametrizedBackend, TorchBackend, latent_noise
+from calogan.io import ShowerFileError, read_extra
+from calogan.runtime import default_threads, resolve_device, resolve_threads, write_text
 
 __all__ = [
     "BACKENDS",
@@ -94,8 +101,6 @@ def time_calls(fn, *, warmup: int, min_time: float, min_repeats: int, max_repeat
 
 def matmul_ceiling(threads: int, size: int = 2048, device: str = "cpu") -> float:
     """Measured fp32 matmul throughput (GFLOP/s) of a ``size`` x ``size`` product on ``device``."""
-    import torch
-
     torch.set_num_threads(threads)
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
@@ -115,12 +120,6 @@ def generator_flops(model, batch: int = 64) -> float:
     Counted by torch's FlopCounterMode on a forward pass of ``batch`` showers; elementwise
     operations (activations, the inverse transform) are not counted.
     """
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from calogan.export import check_conditions
-    from calogan.fastsim import latent_noise
-
     cond = torch.from_numpy(check_conditions(model.conditions, batch)).to(model.device)
     z = torch.from_numpy(latent_noise(0, 0, batch, model.config.latent_dim)).to(model.device)
     counter = FlopCounterMode(display=False)
@@ -159,8 +158,6 @@ def run_benchmark(
     ``reference``: a Geant4 file with ``g4_cpu_seconds`` (one core per shower); speed-ups
     are its mean over our time per shower. ``log`` is called with each finished row.
     """
-    import torch
-
     previous = torch.get_num_threads()
     try:
         return _benchmark(model_path, onnx_path, reference, config, log)
@@ -169,14 +166,9 @@ def run_benchmark(
 
 
 def _benchmark(model_path, onnx_path, reference, config: BenchmarkConfig, log) -> dict:
-    import onnxruntime as ort
-    import torch
+    import onnxruntime as ort  # an optional dependency (pip install 'calogan[onnx]')
 
-    from calogan.checkpoint import load_checkpoint
-    from calogan.export import export_onnx, read_metadata
-    from calogan.fastsim import default_threads, resolve_device
-
-    threads = config.threads or default_threads()
+    threads = resolve_threads(config.threads, default=default_threads())
     devices = config.devices or (("cpu", "cuda") if torch.cuda.is_available() else ("cpu",))
     devices = tuple(resolve_device(d) for d in devices)
     torch.set_num_threads(threads)
@@ -210,8 +202,6 @@ def _benchmark(model_path, onnx_path, reference, config: BenchmarkConfig, log) -
         "timed": "conditions in host memory -> noise, generator, inverse transform -> cells float32 MeV in host memory; median call",
     }
     if reference is not None:
-        from calogan.io import ShowerFileError, read_extra
-
         try:
             g4 = read_extra(reference, "g4_cpu_seconds").astype(np.float64).reshape(-1)
         except ShowerFileError as err:
@@ -255,9 +245,6 @@ def _benchmark(model_path, onnx_path, reference, config: BenchmarkConfig, log) -
 
 
 def _rows(name, device, threads, config, model, spec, onnx_path, convention, result, log) -> list[dict]:
-    from calogan.export import check_conditions
-    from calogan.fastsim import OnnxBackend, ParametrizedBackend, TorchBackend
-
     rows: list[dict] = []
     base = {"backend": name, "device": device, "threads": threads}
     try:
@@ -382,16 +369,4 @@ def format_table(result: dict) -> str:
 
 def write_json(result: dict, path: str | Path, *, force: bool = False) -> Path:
     """Write the result atomically; an existing file is refused unless ``force``."""
-    path = Path(path)
-    if path.exists() and not force:
-        raise ConfigError(f"{path}: exists; pass --force to overwrite it")
-    if not path.parent.is_dir():
-        raise ConfigError(f"{path}: directory {path.parent} does not exist")
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return write_text(path, json.dumps(result, indent=2) + "\n", force=force, error=ConfigError)

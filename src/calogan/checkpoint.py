@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,11 @@ import torch
 
 from calogan import __version__
 from calogan.errors import CaloganError
+from calogan.geometry import Geometry, GeometryError
+from calogan.models import build_model
+from calogan.models.base import ConditionSpec
+from calogan.runtime import AtomicOutput
+from calogan.transforms import ShowerTransform
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "Checkpoint", "CheckpointError", "load_checkpoint", "save_checkpoint"]
 
@@ -53,7 +57,8 @@ def save_checkpoint(
     data_attrs: dict | None = None,
     training: dict | None = None,
 ) -> Path:
-    """Write ``model`` and its description to ``path`` atomically (temporary file + rename).
+    """Write ``model`` and its description to ``path`` atomically (``calogan.runtime.AtomicOutput``;
+    an existing file is replaced).
 
     The file holds the model family and its config, the weights, the transform state, the
     ConditionSpec, the geometry JSON, the TrainConfig, the calogan version and ``step``, plus
@@ -76,13 +81,8 @@ def save_checkpoint(
         "data_attrs": dict(data_attrs or {}),
         "training": training,
     }
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with AtomicOutput(path, force=True, error=CheckpointError) as out:
+        torch.save(payload, out.tmp)
     return path
 
 
@@ -91,11 +91,6 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
 
     The one loader: generation, evaluation, export and ``--resume`` all come through here.
     """
-    from calogan.geometry import Geometry, GeometryError
-    from calogan.models import build_model
-    from calogan.models.base import ConditionSpec
-    from calogan.transforms import ShowerTransform
-
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint")

@@ -1,4 +1,4 @@
-"""ShowerData: cells and conditions of N showers in one geometry; splits and selections."""
+"""ShowerData: cells and conditions of N showers in one geometry, splits and selections; Conditions: the same without cells."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 
 from calogan.geometry import Geometry
 
-__all__ = ["CONDITION_KEYS", "PARTICLES", "ShowerData", "particle_code", "particle_name"]
+__all__ = ["CONDITION_KEYS", "PARTICLES", "Conditions", "ShowerData", "particle_code", "particle_name"]
 
 # Optional per-shower conditions beside the incident energy: impact point (mm) on the
 # front face and direction (rad), the conditioning vector xi of the conditional CaloGAN.
@@ -107,8 +107,7 @@ class ShowerData:
 
     def condition_matrix(self, keys: tuple[str, ...] = ("e_inc",) + CONDITION_KEYS) -> np.ndarray:
         """(N, k) float64 of the requested conditions that are present, in order."""
-        cols = [self.e_inc if k == "e_inc" else self.conditions[k] for k in keys if k == "e_inc" or k in self.conditions]
-        return np.stack(cols, axis=1)
+        return _condition_matrix(self.e_inc, self.conditions, keys)
 
     def select(self, index) -> ShowerData:
         """A subset by boolean mask, integer indices or slice."""
@@ -155,3 +154,52 @@ class ShowerData:
             {k: np.concatenate([p.conditions[k] for p in parts]) for k in keys},
             np.concatenate([p.overflow for p in parts]) if has_overflow else None,
         )
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """What N showers are to be generated for: e_inc (N,) GeV, pdg (N,) and optional
+    ``conditions`` (N,) arrays keyed by x0, y0 (mm), theta, phi (rad).
+
+    It reads like a ShowerData without cells, so ``ConditionSpec.tensor`` accepts it.
+
+    >>> c = Conditions([10.0, 20.0], -11, {"x0": [1.0, 2.0]})
+    >>> c.condition_matrix(("e_inc", "x0")).tolist()
+    [[10.0, 1.0], [20.0, 2.0]]
+    """
+
+    e_inc: np.ndarray
+    pdg: np.ndarray
+    conditions: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        e = np.asarray(self.e_inc, np.float64).reshape(-1)
+        pdg = np.broadcast_to(np.asarray(self.pdg, np.int32).reshape(-1), e.shape).copy()
+        conds = {k: np.asarray(v, np.float64).reshape(-1) for k, v in self.conditions.items()}
+        for k, v in conds.items():
+            if k not in CONDITION_KEYS or v.shape != e.shape:
+                raise ValueError(f"condition {k!r} must be one of {CONDITION_KEYS} with {e.shape[0]} entries")
+        object.__setattr__(self, "e_inc", e)
+        object.__setattr__(self, "pdg", pdg)
+        object.__setattr__(self, "conditions", conds)
+
+    def __len__(self) -> int:
+        return self.e_inc.shape[0]
+
+    @classmethod
+    def from_data(cls, data: ShowerData) -> Conditions:
+        """The conditions of existing showers (a reference or validation set), in order."""
+        return cls(data.e_inc, data.pdg, dict(data.conditions))
+
+    def select(self, index) -> Conditions:
+        return Conditions(self.e_inc[index], self.pdg[index], {k: v[index] for k, v in self.conditions.items()})
+
+    def condition_matrix(self, keys: tuple[str, ...] = ("e_inc",) + CONDITION_KEYS) -> np.ndarray:
+        """(N, k) float64 of the requested conditions that are present, in order."""
+        return _condition_matrix(self.e_inc, self.conditions, keys)
+
+
+def _condition_matrix(e_inc: np.ndarray, conditions: dict[str, np.ndarray], keys: tuple[str, ...]) -> np.ndarray:
+    """(N, k) float64 of the conditions ``keys`` that are present (``e_inc`` always is), in order."""
+    cols = [e_inc if k == "e_inc" else conditions[k] for k in keys if k == "e_inc" or k in conditions]
+    return np.stack(cols, axis=1)

@@ -18,10 +18,12 @@ from torch import nn
 
 from calogan import __version__
 from calogan.data import particle_name
-from calogan.errors import CaloganError
-from calogan.geometry import Geometry, GeometryError
+from calogan.fastsim.noise import latent_noise
+from calogan.fastsim.onnx_format import FORMAT, FORMAT_VERSION, INPUTS, METADATA_PREFIX, OUTPUT, ExportError, OnnxMetadata, read_metadata
 from calogan.models.base import ConditionSpec
+from calogan.runtime import check_output, write_bytes
 
+# FORMAT ... read_metadata describe the file for its readers too and live in calogan.fastsim.onnx_format.
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
@@ -39,18 +41,9 @@ __all__ = [
     "read_metadata",
 ]
 
-FORMAT = "calogan-onnx"
-FORMAT_VERSION = 1
-INPUTS = ("conditions", "noise")
-OUTPUT = "cells"
-_KEY = "calogan."  # prefix of every metadata_props key calogan writes
 # ONNX files are protocol buffers, which cannot exceed 2 GiB without an external-data side file.
 _PROTOBUF_LIMIT = 2**31 - 1
 _UNITS = {"e_inc": "GeV", "x0": "mm", "y0": "mm", "theta": "rad", "phi": "rad"}
-
-
-class ExportError(CaloganError):
-    """An export that cannot be made or checked, or an ONNX file that is not a calogan export."""
 
 
 class ShowerGraph(nn.Module):
@@ -66,8 +59,7 @@ class ShowerGraph(nn.Module):
         self.model = model
 
     def forward(self, conditions: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        x = self.model(conditions, noise)  # (B, n_cells) model space
-        return self.model.transform.inverse(x.float(), conditions[:, 0])  # (B, n_cells) MeV
+        return self.model.sample_cells(conditions, noise)  # (B, n_cells) MeV
 
 
 def condition_columns(spec: ConditionSpec) -> list[str]:
@@ -169,24 +161,6 @@ class ExportReport:
     metadata: dict = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class OnnxMetadata:
-    """The description a calogan ONNX file carries in its ``metadata_props``.
-
-    ``conditions`` is the model's ConditionSpec (the columns of the ``conditions`` input),
-    ``latent_dim`` the width of the ``noise`` input, ``attrs`` the rest (convention, particle,
-    model step, source checkpoint, parity) as strings or decoded JSON.
-    """
-
-    path: Path
-    family: str
-    geometry: Geometry
-    conditions: ConditionSpec
-    latent_dim: int
-    calogan_version: str
-    attrs: dict = field(default_factory=dict)
-
-
 def _quiet_exporter():
     """Silence torch's exporter chatter (progress lines, optional-package and deprecation notes)."""
     stack = contextlib.ExitStack()
@@ -229,21 +203,13 @@ def export_onnx(
     Before anything is written, onnxruntime runs the graph on ``n_check`` showers (spread
     over the training ranges, noise from ``latent_noise(seed, ...)``) and on a batch of one;
     both are compared with torch (``parity``). Above tolerance ``ExportError`` is raised and
-    no file appears; otherwise the file is written atomically (temporary file + rename).
+    no file appears; otherwise the file is written atomically (``calogan.runtime``).
     """
-    import onnx
+    import onnx  # optional dependencies (pip install 'calogan[onnx]')
     import onnxruntime as ort
 
-    from calogan.fastsim import latent_noise
-
     t0 = time.perf_counter()
-    path = Path(path)
-    if path.exists() and not force:
-        raise ExportError(f"{path}: exists; pass --force to overwrite it")
-    if path.is_dir():
-        raise ExportError(f"{path}: is a directory")
-    if not path.parent.is_dir():
-        raise ExportError(f"{path}: directory {path.parent} does not exist")
+    path = check_output(path, force=force, error=ExportError)
     if n_check < 2:
         raise ExportError(f"the parity check needs at least 2 showers, got {n_check}")
     # Export a CPU copy in eval mode: batch norm uses its running statistics, dropout is off.
@@ -315,22 +281,16 @@ def export_onnx(
         )
     _set_metadata(proto, {"parity": json.dumps(check.to_dict())})
     data = _serialise(proto)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_bytes(path, data, force=force, error=ExportError)
     return ExportReport(path, len(data), check, time.perf_counter() - t0, meta)
 
 
 def _set_metadata(proto, values: dict[str, str]) -> None:
     """Set ``calogan.KEY`` entries of the model's metadata_props, replacing existing ones."""
-    keys = {_KEY + k for k in values}
+    keys = {METADATA_PREFIX + k for k in values}
     kept = [(p.key, p.value) for p in proto.metadata_props if p.key not in keys]
     del proto.metadata_props[:]
-    for k, v in kept + [(_KEY + k, v) for k, v in values.items()]:
+    for k, v in kept + [(METADATA_PREFIX + k, v) for k, v in values.items()]:
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v
 
@@ -340,42 +300,3 @@ def _serialise(proto) -> bytes:
     if size > _PROTOBUF_LIMIT:
         raise ExportError(f"the generator is {size / 2**30:.1f} GiB, above the 2 GiB a single-file ONNX model can hold")
     return proto.SerializeToString()
-
-
-def read_metadata(path: str | Path) -> OnnxMetadata:
-    """The calogan description of an exported ONNX file; errors name the file and the key."""
-    import onnx
-
-    path = Path(path)
-    if not path.exists():
-        raise ExportError(f"{path}: no such ONNX file")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as err:  # protobuf raises DecodeError and friends for a file that is not ONNX
-        raise ExportError(f"{path}: not a readable ONNX file ({type(err).__name__})") from None
-    props = {p.key[len(_KEY) :]: p.value for p in proto.metadata_props if p.key.startswith(_KEY)}
-    if props.get("format") != FORMAT:
-        raise ExportError(f"{path}: not a calogan ONNX export (metadata key {_KEY}format is not {FORMAT!r})")
-    if int(props.get("format_version", "0")) > FORMAT_VERSION:
-        raise ExportError(f"{path}: export format {props['format_version']} is newer than this calogan ({__version__}) reads")
-    missing = [k for k in ("family", "geometry", "conditions", "latent_dim") if k not in props]
-    if missing:
-        raise ExportError(f"{path}: metadata lacks {', '.join(_KEY + k for k in missing)}")
-    try:
-        geometry = Geometry.from_json(props["geometry"])
-        spec = ConditionSpec.from_dict(json.loads(props["conditions"]))
-        latent_dim = int(props["latent_dim"])
-    except (GeometryError, CaloganError, ValueError, KeyError, TypeError) as err:
-        raise ExportError(f"{path}: unreadable calogan metadata: {err}") from None
-    names = [i.name for i in proto.graph.input]
-    if names != list(INPUTS) or [o.name for o in proto.graph.output] != [OUTPUT]:
-        raise ExportError(f"{path}: graph inputs {names} and outputs are not calogan's {list(INPUTS)} -> [{OUTPUT!r}]")
-    attrs = {}
-    for key, value in props.items():
-        if key in ("format", "format_version", "version", "family", "geometry", "conditions", "latent_dim"):
-            continue
-        try:
-            attrs[key] = json.loads(value)
-        except ValueError:
-            attrs[key] = value
-    return OnnxMetadata(path, props["family"], geometry, spec, latent_dim, props.get("version", ""), attrs)

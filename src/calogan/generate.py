@@ -4,62 +4,24 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from calogan.data import CONDITION_KEYS, ShowerData, particle_code, particle_name
+from calogan.data import Conditions, ShowerData, particle_code, particle_name
 from calogan.errors import ConfigError
+from calogan.fastsim.generator import GeneratorBackend, TorchBackend
+from calogan.io import ShowerWriter, iter_showers
 
-__all__ = ["Conditions", "conditions_from_file", "generate", "generate_to_file", "parse_values", "sample_conditions"]
+__all__ = ["conditions_from_file", "generate", "generate_to_file", "parse_values", "sample_conditions"]
 
 DEFAULT_BATCH = 10000
 
 
-@dataclass(frozen=True)
-class Conditions:
-    """What N showers are to be generated for: e_inc (N,) GeV, pdg (N,) and optional
-    ``conditions`` (N,) arrays keyed by x0, y0 (mm), theta, phi (rad).
-
-    It reads like a ShowerData without cells, so ``ConditionSpec.tensor`` accepts it.
-    """
-
-    e_inc: np.ndarray
-    pdg: np.ndarray
-    conditions: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        e = np.asarray(self.e_inc, np.float64).reshape(-1)
-        pdg = np.broadcast_to(np.asarray(self.pdg, np.int32).reshape(-1), e.shape).copy()
-        conds = {k: np.asarray(v, np.float64).reshape(-1) for k, v in self.conditions.items()}
-        for k, v in conds.items():
-            if k not in CONDITION_KEYS or v.shape != e.shape:
-                raise ValueError(f"condition {k!r} must be one of {CONDITION_KEYS} with {e.shape[0]} entries")
-        object.__setattr__(self, "e_inc", e)
-        object.__setattr__(self, "pdg", pdg)
-        object.__setattr__(self, "conditions", conds)
-
-    def __len__(self) -> int:
-        return self.e_inc.shape[0]
-
-    @classmethod
-    def from_data(cls, data: ShowerData) -> Conditions:
-        """The conditions of existing showers (a reference or validation set), in order."""
-        return cls(data.e_inc, data.pdg, dict(data.conditions))
-
-    def select(self, index) -> Conditions:
-        return Conditions(self.e_inc[index], self.pdg[index], {k: v[index] for k, v in self.conditions.items()})
-
-    def condition_matrix(self, keys: tuple[str, ...] = ("e_inc",) + CONDITION_KEYS) -> np.ndarray:
-        """(N, k) float64 of the requested conditions that are present, in order."""
-        cols = [self.e_inc if k == "e_inc" else self.conditions[k] for k in keys if k == "e_inc" or k in self.conditions]
-        return np.stack(cols, axis=1)
-
-
 def parse_values(text: str, name: str = "--energy"):
     """A sampling rule from text: ``A:B`` uniform, ``A:B:log`` log-uniform, ``v1,v2,...``
-    discrete values drawn with equal probability, ``v`` one value.
+    discrete values drawn with equal probability, ``v`` one value. ``name`` says in errors
+    where the text came from (a parameter or a command-line flag).
 
     Returns a function ``(rng, n) -> (n,) float64``.
     """
@@ -101,16 +63,16 @@ def sample_conditions(
     depend on ``seed`` and ``n``, not on ``chunk_size``.
     """
     if n < 1:
-        raise ConfigError(f"-n must be >= 1, got {n}")
+        raise ConfigError(f"n must be >= 1, got {n}")
     extra = dict(extra or {})
     unknown = sorted(set(extra) - set(spec.keys[1:]))
     if unknown:
         raise ConfigError(f"the model is not conditioned on {unknown}; its conditions: {', '.join(spec.keys)}")
     pdg = _particle(spec, particle)
-    e_rule = parse_values(energy, "--energy")
+    e_rule = parse_values(energy, "energy")
     rules = {}
     for key, (lo, hi) in zip(spec.keys[1:], spec.ranges[1:]):
-        rules[key] = parse_values(extra[key], f"--condition {key}") if key in extra else parse_values(f"{lo}:{hi}")
+        rules[key] = parse_values(extra[key], f"extra {key}") if key in extra else parse_values(f"{lo}:{hi}")
     # One stream per condition, each drawn in order: the values do not depend on chunk_size.
     rng = np.random.default_rng([seed, 0])
     rngs = {key: np.random.default_rng([seed, spec.keys.index(key)]) for key in rules}
@@ -119,7 +81,7 @@ def sample_conditions(
         m = min(chunk_size, n - start)
         e = e_rule(rng, m)
         if (e <= 0).any():
-            raise ConfigError(f"--energy {energy!r} gives non-positive energies")
+            raise ConfigError(f"energy {energy!r} gives non-positive energies")
         conds = {k: rule(rngs[k], m) for k, rule in rules.items()}
         warned = warned or _warn_outside(spec, e, conds)
         yield Conditions(e, np.full(m, pdg, np.int32), conds)
@@ -130,8 +92,6 @@ def conditions_from_file(path: str | Path, spec, *, chunk_size: int = DEFAULT_BA
 
     Showers without a particle label take the model's only particle.
     """
-    from calogan.io import iter_showers
-
     warned = False
     for chunk in iter_showers(path, chunk_size):
         missing = [k for k in spec.keys[1:] if k not in chunk.conditions]
@@ -165,8 +125,6 @@ def generate(
     for any batch size and backend, and the same showers up to float rounding.
     ``progress`` is an optional tqdm-like bar, advanced by each batch's size.
     """
-    from calogan.fastsim import GeneratorBackend, TorchBackend
-
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
     backend = model if isinstance(model, GeneratorBackend) else TorchBackend(model)
@@ -199,8 +157,6 @@ def generate_to_file(
     ``model`` and ``progress`` as for ``generate``. The file carries the model's conditions
     as keys, the particle (attribute, or per shower for a multi-particle model) and ``attrs``.
     """
-    from calogan.io import ShowerWriter
-
     spec = model.conditions
     many = len(spec.particles) > 1
     attrs = dict(attrs or {})
@@ -220,11 +176,11 @@ def _particle(spec, particle) -> int:
             return known[0]
         if not known:
             return 0
-        raise ConfigError(f"the model knows several particles ({', '.join(particle_name(p) for p in known)}): pass --particle")
+        raise ConfigError(f"particle: the model knows several particles ({', '.join(particle_name(p) for p in known)}); name one")
     try:
         code = particle_code(particle)
     except ValueError as err:
-        raise ConfigError(f"--particle: {err}") from None
+        raise ConfigError(f"particle: {err}") from None
     _particle_check(spec, [code], "")
     return code
 

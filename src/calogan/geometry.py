@@ -272,7 +272,8 @@ def _calogan() -> Geometry:
 
 
 def _atlas_barrel() -> Geometry:
-    # ATLAS LAr EM barrel slice around |eta| = 0.225 (seed 001, 266 cells). Cell sizes are the
+    # ATLAS LAr EM barrel slice around |eta| = 0.225, 266 cells, as in the ATLAS GAN studies (AtlFast3,
+    # arXiv:2109.02551; ATL-SOFT-PUB-2020-006). Cell sizes are the
     # eta x phi granularity converted to mm at each layer's radius; depths are the nominal
     # 4.3, 16 and 2 X0 of the strips, middle and back with 1.53 mm Pb / 4.2 mm LAr accordion
     # periods, in front of which sits an 11 mm active LAr presampler.
@@ -289,7 +290,9 @@ def _atlas_barrel() -> Geometry:
 
 
 def _voxel_25() -> Geometry:
-    # CERN 3D-GAN (seed 004, LCD/CLIC ECAL): a 25 x 25 x 25 block of 5.1 mm W/Si cells; one
+    # The CERN 3D GAN's LCD/CLIC ECAL (Khattak, Vallecorsa and Carminati, "Three Dimensional Energy
+    # Parametrized Generative Adversarial Networks for Electromagnetic Shower Simulation", IEEE ICIP
+    # 2018): a 25 x 25 x 25 block of 5.1 mm W/Si cells; one
     # layer per longitudinal slice so that every layer-wise observable applies unchanged.
     return Geometry(
         "voxel-25",

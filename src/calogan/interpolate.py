@@ -1,17 +1,24 @@
-"""Latent traversals: one condition swept with the noise held fixed (figs. 3-5 of seed 003)."""
+"""Latent traversals: one condition swept with the noise held fixed.
+
+As in figs. 3-5 of "Controlling Physical Attributes in GAN-Accelerated Simulation of
+Electromagnetic Calorimeters" (de Oliveira, Paganini and Nachman, arXiv:1711.08813).
+"""
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.colors import LogNorm, TwoSlopeNorm
+from matplotlib.figure import Figure
 
 from calogan.errors import ConfigError
 from calogan.geometry import Geometry
+from calogan.observables import centroid, total_energy, width
+from calogan.runtime import AtomicOutput
 
 __all__ = [
     "TREND_OBSERVABLES",
@@ -90,16 +97,14 @@ def traverse(
     mm, rad); ``particle`` (PDG code) picks the class of a model over several particles. The
     model runs in eval mode; the same ``n_average`` latent vectors serve every value.
     """
-    from calogan import observables as obs
-
     spec = model.conditions
     if key not in spec.keys:
-        raise ConfigError(f"--vary {key}: the model is conditioned on {', '.join(spec.keys)} only")
+        raise ConfigError(f"key {key}: the model is conditioned on {', '.join(spec.keys)} only")
     unknown = sorted(set(fixed or {}) - set(spec.keys))
     if unknown:
-        raise ConfigError(f"--fix {unknown[0]}: the model is conditioned on {', '.join(spec.keys)} only")
+        raise ConfigError(f"fixed {unknown[0]}: the model is conditioned on {', '.join(spec.keys)} only")
     if n_average < 1:
-        raise ConfigError(f"--n-average must be >= 1, got {n_average}")
+        raise ConfigError(f"n_average must be >= 1, got {n_average}")
     values = np.asarray(values, dtype=np.float64).reshape(-1)
     if values.size < 2:
         raise ConfigError("a traversal needs at least 2 steps")
@@ -112,14 +117,14 @@ def traverse(
     particles = spec.particles
     if len(particles) > 1:
         if particle is None:
-            raise ConfigError(f"the model covers several particles {list(particles)}: pass --particle")
+            raise ConfigError(f"particle: the model covers several particles {list(particles)}; name one")
         if particle not in particles:
-            raise ConfigError(f"particle {particle} is not one of the model's {list(particles)}")
+            raise ConfigError(f"particle: {particle} is not one of the model's {list(particles)}")
 
     model.eval()
     device = model.device
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    z = torch.randn(n_average, model.latent(1).shape[1], generator=gen).to(device)  # (n, latent): the same for every value
+    z = torch.randn(n_average, model.config.latent_dim, generator=gen).to(device)  # (n, latent): the same for every value
     geometry = model.geometry
     means, per_value = [], {"centroid_x": [], "centroid_y": [], "width_x": [], "width_y": [], "e_tot": []}
     for v in values:
@@ -127,20 +132,19 @@ def traverse(
         if len(particles) > 1:
             row += [1.0 if p == particle else 0.0 for p in particles]
         cond = torch.tensor([row] * n_average, dtype=torch.float32, device=device)
-        x = model(cond, z)
-        cells = model.transform.inverse(x, cond[:, 0]).double().cpu().numpy()  # (n, n_cells) MeV
+        cells = model.sample_cells(cond, z).double().cpu().numpy()  # (n, n_cells) MeV
         means.append(cells.mean(axis=0))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a layer empty in every shower gives NaN
             for axis in ("x", "y"):
-                per_value[f"centroid_{axis}"].append(np.nanmean(obs.centroid(cells, geometry, axis), axis=0))
-                per_value[f"width_{axis}"].append(np.nanmean(obs.width(cells, geometry, axis), axis=0))
-        per_value["e_tot"].append(obs.total_energy(cells).mean())
+                per_value[f"centroid_{axis}"].append(np.nanmean(centroid(cells, geometry, axis), axis=0))
+                per_value[f"width_{axis}"].append(np.nanmean(width(cells, geometry, axis), axis=0))
+        per_value["e_tot"].append(total_energy(cells).mean())
     fixed_out = {k: float(base[k]) for k in spec.keys if k != key}
     return Traversal(key, values, fixed_out, n_average, np.stack(means), {k: np.asarray(v) for k, v in per_value.items()})
 
 
-# The observables that should follow each condition (seed 003 figs. 3-5): the centroid follows
+# The observables that should follow each condition (figs. 3-5 of arXiv:1711.08813): the centroid follows
 # the impact point, the width grows with the polar angle, E_tot with the energy. The azimuth
 # has none: it is periodic, so a straight-line trend against it means nothing.
 TREND_OBSERVABLES = {
@@ -191,8 +195,6 @@ def data_trends(data, key: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The same trends shower by shower in a file whose showers carry condition ``key``
     (Geant4 or generated at the same conditions): compare a model's with Geant4's.
     {observable: (slope, r)} as in ``traversal_trends``."""
-    from calogan import observables as obs
-
     if key not in TREND_OBSERVABLES:
         raise ConfigError(f"no trend is defined against {key!r} (only {', '.join(TREND_OBSERVABLES)}): it is periodic or unknown")
     if key == "e_inc":
@@ -207,10 +209,10 @@ def data_trends(data, key: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         warnings.simplefilter("ignore", RuntimeWarning)  # empty layers give NaN, left out
         for name in TREND_OBSERVABLES[key]:
             if name == "e_tot":
-                o = obs.total_energy(cells)
+                o = total_energy(cells)
             else:
                 kind, axis = name.split("_")
-                o = (obs.centroid if kind == "centroid" else obs.width)(cells, data.geometry, axis)
+                o = (centroid if kind == "centroid" else width)(cells, data.geometry, axis)
             out[name] = linear_trend(values, o)
     return out
 
@@ -219,25 +221,22 @@ _UNITS = {"e_inc": ("E", "GeV", 1.0), "x0": ("x0", "mm", 1.0), "y0": ("y0", "mm"
 _UNITS["phi"] = ("phi", "deg", 180 / np.pi)
 
 
-def draw_traversal(t: Traversal, geometry: Geometry, path: str | Path, *, difference: bool = False, title: str = "") -> Path:
-    """Draw a traversal to ``path`` (PNG/PDF by suffix), written atomically.
+def draw_traversal(
+    t: Traversal, geometry: Geometry, path: str | Path, *, difference: bool = False, title: str = "", force: bool = True
+) -> Path:
+    """Draw a traversal to ``path`` (PNG/PDF by suffix), written atomically (an existing file is
+    replaced unless ``force`` is false).
 
     One row of mean images per layer (columns: the values; axes in mm, rows = x vertical),
     energy on a log colour scale, or with ``difference`` each image minus the middle value's
-    on a diverging scale (blue: less energy, as in fig. 5 of seed 003); a last row plots the
+    on a diverging scale (blue: less energy, as in fig. 5 of arXiv:1711.08813); a last row plots the
     centroid (x0, y0, phi traversals), the width (theta) or E_tot (energy) against the value.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm, TwoSlopeNorm
-
     name, unit, factor = _UNITS[t.key]
     shown = t.values * factor
     n_steps, n_layers = len(t.values), geometry.n_layers
     mid = n_steps // 2
-    fig = plt.figure(figsize=(1.6 * n_steps + 1.5, 1.7 * (n_layers + 1.4)))
+    fig = Figure(figsize=(1.6 * n_steps + 1.5, 1.7 * (n_layers + 1.4)))
     grid = fig.add_gridspec(n_layers + 1, n_steps + 1, width_ratios=[1] * n_steps + [0.08], height_ratios=[1] * n_layers + [1.4])
     for li, layer in enumerate(geometry.layers):
         images = t.mean_cells[:, geometry.layer_slice(li)].reshape(n_steps, *layer.shape)
@@ -288,13 +287,6 @@ def draw_traversal(t: Traversal, geometry: Geometry, path: str | Path, *, differ
     fixed = ", ".join(f"{k}={v * _UNITS[k][2]:.3g} {_UNITS[k][1]}" for k, v in t.conditions.items())
     kind = "difference to the middle point" if difference else "mean"
     fig.suptitle(title or f"traversal of {name}: {kind} of {t.n_average} showers, same noise ({fixed})", fontsize=9)
-    path = Path(path)
-    tmp = path.parent / f".{path.stem}.{os.getpid()}.tmp{path.suffix}"
-    try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    with AtomicOutput(path, force=force) as out:
+        fig.savefig(out.tmp, dpi=110, bbox_inches="tight")
+    return out.path

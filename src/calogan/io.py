@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from calogan import __version__
 from calogan.data import CONDITION_KEYS, ShowerData, particle_code, particle_name
 from calogan.errors import CaloganError
 from calogan.geometry import PRESETS, Geometry, GeometryError, load_geometry, preset
+from calogan.runtime import AtomicOutput
 
 __all__ = [
     "FileInfo",
@@ -349,12 +349,20 @@ class ShowerWriter:
     """Write showers to HDF5 in chunks, atomically.
 
     Data go to a hidden temporary file beside ``path``, gzip-compressed and chunked, and are
-    renamed onto ``path`` only when the ``with`` block ends without error; an interrupted
-    run leaves nothing that looks like a complete file. An existing ``path`` is refused
-    unless ``force=True``.
+    moved onto ``path`` only when the ``with`` block ends without error
+    (``calogan.runtime.AtomicOutput``); an interrupted run leaves nothing that looks like a
+    complete file. ``path`` is checked at construction: an existing file is refused unless
+    ``force=True``, and so is any of ``inputs`` (the files the showers come from).
 
-    >>> # with ShowerWriter("gen.h5", geometry, attrs={"particle": "e+"}) as w:
-    >>> #     for chunk in chunks: w.write(chunk)
+    >>> import tempfile
+    >>> g = preset("calogan")
+    >>> path = Path(tempfile.mkdtemp()) / "gen.h5"
+    >>> chunks = [ShowerData(g, np.ones((n, g.n_cells), np.float32), np.full(n, 10.0)) for n in (3, 2)]
+    >>> with ShowerWriter(path, g, attrs={"particle": "e+"}) as w:
+    ...     for chunk in chunks:
+    ...         w.write(chunk)
+    >>> inspect(path).n, inspect(path).particle
+    (5, 'e+')
     """
 
     def __init__(
@@ -367,6 +375,7 @@ class ShowerWriter:
         per_shower_particle: bool = False,
         attrs: dict | None = None,
         force: bool = False,
+        inputs: tuple[str | Path, ...] = (),
         compression_level: int = 4,
         chunk_rows: int = 1024,
     ) -> None:
@@ -376,28 +385,19 @@ class ShowerWriter:
         unknown = set(conditions) - set(CONDITION_KEYS)
         if unknown:
             raise ValueError(f"unknown conditions {sorted(unknown)}; known: {', '.join(CONDITION_KEYS)}")
-        if self.path.exists() and not force:
-            raise ShowerFileError(f"{self.path}: exists; pass --force to overwrite it")
-        if self.path.is_dir():
-            raise ShowerFileError(f"{self.path}: is a directory")
-        parent = self.path.parent
-        if not parent.is_dir():
-            raise ShowerFileError(f"{self.path}: directory {parent} does not exist")
-        if not os.access(parent, os.W_OK):
-            raise ShowerFileError(f"{self.path}: directory {parent} is not writable")
+        self._out = AtomicOutput(self.path, force=force, inputs=inputs, error=ShowerFileError)  # checked now, before any work
         self.geometry = geometry
         self.format = format
         self.conditions = tuple(k for k in CONDITION_KEYS if k in conditions)
         self.per_shower_particle = per_shower_particle
         self.attrs = dict(attrs or {})
         self.n = 0
-        self._tmp = parent / f".{self.path.name}.{os.getpid()}.tmp"
         self._opts = dict(compression="gzip", compression_opts=compression_level, shuffle=True)
         self._rows = chunk_rows
         self._file: h5py.File | None = None
 
     def __enter__(self) -> ShowerWriter:
-        self._file = h5py.File(self._tmp, "w")
+        self._file = h5py.File(self._out.tmp, "w")
         f, g = self._file, self.geometry
 
         def make(key, tail, dtype=np.float32):
@@ -459,12 +459,11 @@ class ShowerWriter:
                     if value is not None:
                         f.attrs[key] = value
                 f.close()
-                os.replace(self._tmp, self.path)
+                self._out.commit()
         finally:
             if f:
                 f.close()
-            if self._tmp.exists():
-                self._tmp.unlink()
+            self._out.discard()
 
 
 def write_showers(path: str | Path, data: ShowerData, **kwargs) -> Path:
@@ -510,7 +509,15 @@ def copy_subsets(
     attrs = _file_attrs(path)
     per_shower_particle = info.particle is not None and "," in info.particle
     writers = [
-        ShowerWriter(out, info.geometry, conditions=info.conditions, per_shower_particle=per_shower_particle, attrs=attrs, force=force)
+        ShowerWriter(
+            out,
+            info.geometry,
+            conditions=info.conditions,
+            per_shower_particle=per_shower_particle,
+            attrs=attrs,
+            force=force,
+            inputs=(path,),
+        )
         for out in outputs
     ]
     opened = []

@@ -138,7 +138,7 @@ def flip_classes(labels: torch.Tensor, n_classes: int, probability: float, gener
 
 
 def attribute_regression_loss(predicted: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """lambda^T E|xi - Xi(x)| (eq. 3 of seed 003): per-attribute mean absolute errors, weighted.
+    """lambda^T E|xi - Xi(x)| (eq. 3 of the conditional CaloGAN, arXiv:1711.08813): per-attribute mean absolute errors, weighted.
 
     ``predicted`` and ``target`` (B, A), ``weights`` (A,) -> scalar.
     """

@@ -1,6 +1,6 @@
 """Shower-shape observables: pure vectorised functions of cell energies on any geometry.
 
-Definitions follow the CaloGAN analysis code (arXiv:1712.10321) and ../shared/DESIGN.md.
+Definitions follow the CaloGAN analysis code (arXiv:1712.10321).
 Every function takes ``cells`` (N, n_cells) in MeV, flat in ``geometry`` order, and returns
 float64 arrays, (N,) for whole-shower quantities or (N, n_layers) for per-layer ones.
 

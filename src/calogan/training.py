@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -15,13 +14,21 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from tqdm.auto import tqdm
 
 from calogan.checkpoint import load_checkpoint, save_checkpoint
-from calogan.data import ShowerData
+from calogan.config import config_from_dict, read_config
+from calogan.data import Conditions, ShowerData
 from calogan.errors import CaloganError, ConfigError
-from calogan.models import build_model, config_from_dict, family_class, read_yaml
+from calogan.generate import generate
+from calogan.io import inspect, read_showers
+from calogan.metrics import energy_bin_edges, energy_chi2, response_resolution
+from calogan.models import build_model, family_class
+from calogan.models.base import ConditionSpec
+from calogan.runtime import resolve_device, resolve_threads, write_text
+from calogan.transforms import ShowerTransform, TransformConfig
 
-__all__ = ["TrainConfig", "TrainResult", "TrainingDiverged", "apply_overrides", "train"]
+__all__ = ["GeneratorEMA", "TrainConfig", "TrainResult", "TrainState", "TrainingDiverged", "apply_overrides", "train"]
 
 _OPTIMIZERS = ("adam", "rmsprop")
 _SAMPLING = ("batch", "big_batch", "dataset")
@@ -50,9 +57,11 @@ class TrainConfig:
     learning rates ``lr_g`` and ``lr_d``, ``batch_size``. One *step* is ``d_steps``
     discriminator updates on consecutive batches of one big batch of ``d_steps *
     batch_size`` showers, then ``g_steps`` generator updates. The generator's conditions
-    (``condition_sampling``, seed 001): ``batch`` reuses the last discriminator batch's,
-    ``big_batch`` draws ``batch_size`` of the big batch's, ``dataset`` draws from the whole
-    training set.
+    (``condition_sampling``, the choices of the ATLAS GAN, arXiv:2109.02551): ``batch``
+    reuses the last discriminator batch's, ``big_batch`` draws ``batch_size`` of the big
+    batch's, ``dataset`` draws from the whole training set. ``ema_decay`` (off by default) keeps an exponential moving average of the
+    generator's weights, updated after every step (``GeneratorEMA``); validation, ``best.pt``
+    and so everything generated from it use the averaged weights, ``last.pt`` holds both.
 
     Length: ``max_steps`` and the wall-clock budget ``max_minutes`` (whichever ends first;
     validation and checkpoints count). Every ``val_every`` steps the generator is run at the
@@ -64,7 +73,10 @@ class TrainConfig:
     Machine: ``device`` ``auto`` (CUDA if present, else CPU), ``cpu`` or ``cuda[:i]``;
     ``precision`` ``bf16`` (autocast: for CUDA; it runs on a CPU too, which is how the tests
     cover that path, but is rarely faster there) or ``fp32``; ``tf32`` on CUDA; ``compile``
-    runs the generator through ``torch.compile``; ``threads`` sets torch's CPU threads.
+    runs the generator through ``torch.compile``; ``threads`` sets torch's CPU threads (when
+    unset: ``$CALOGAN_THREADS``, else torch's default). ``device`` and ``threads`` belong to the
+    machine, not to a recipe: the shipped configs leave them out and ``calogan train`` takes
+    them as ``--device`` and ``--threads``.
     """
 
     family: str = "wgan"
@@ -86,6 +98,7 @@ class TrainConfig:
     d_steps: int = 5
     g_steps: int = 1
     condition_sampling: str = "batch"
+    ema_decay: float | None = None
     max_steps: int = 10000
     max_minutes: float | None = None
     val_every: int = 500
@@ -134,6 +147,8 @@ class TrainConfig:
             bad("rmsprop_alpha", f"must be in [0, 1), got {self.rmsprop_alpha}")
         if not 0 <= self.val_fraction < 1:
             bad("val_fraction", f"must be in [0, 1), got {self.val_fraction}")
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
+            bad("ema_decay", f"must be in [0, 1) (or null: off), got {self.ema_decay}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             bad("max_minutes", f"must be > 0, got {self.max_minutes}")
         if self.threads is not None and self.threads < 1:
@@ -144,8 +159,6 @@ class TrainConfig:
         if not self.conditions or self.conditions[0] != "e_inc":
             bad("conditions", f"must start with e_inc, got {list(self.conditions)}")
         # Check the nested options now, before any data is read.
-        from calogan.transforms import TransformConfig
-
         config_from_dict(TransformConfig, self.transform, "transform")
         config_from_dict(family_class(self.family).config_class, self.model, "model")
 
@@ -167,7 +180,8 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
-        return cls.from_dict(read_yaml(path, "config"), where=str(path))
+        """The config of a YAML file, its ``extends:`` chain resolved (``calogan.config.read_config``)."""
+        return cls.from_dict(read_config(path, "config"), where=str(path))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -232,7 +246,7 @@ class _Sampler:
         self.pos += k
         return out
 
-    def state(self) -> dict:
+    def state_dict(self) -> dict:
         return {
             "rng": self.rng.bit_generator.state,
             "perm": torch.from_numpy(self.perm.astype(np.int64)),
@@ -240,18 +254,217 @@ class _Sampler:
             "epoch": self.epoch,
         }
 
-    def load(self, state: dict) -> None:
+    def load_state_dict(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
         self.perm = state["perm"].numpy().astype(np.int64)
         self.pos, self.epoch = int(state["pos"]), int(state["epoch"])
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"option device: {name!r} requested but CUDA is not available")
-    return torch.device(name)
+class GeneratorEMA:
+    """Exponential moving average of the generator's parameters.
+
+    After every training step ``ema <- decay * ema + (1 - decay) * w`` for each generator
+    parameter ``w``; buffers (batch-norm statistics) are not averaged. ``applied()`` puts the
+    averaged weights into the model for as long as a ``with`` block runs and restores the live
+    ones exactly afterwards.
+
+    >>> net = torch.nn.Linear(1, 1, bias=False)
+    >>> _ = torch.nn.init.zeros_(net.weight)
+    >>> ema = GeneratorEMA(net, net.parameters(), decay=0.5)  # the average starts at the weights: 0
+    >>> _ = torch.nn.init.ones_(net.weight)  # an update moves the weight to 1
+    >>> ema.update()  # 0.5 * 0 + 0.5 * 1
+    >>> with ema.applied():
+    ...     net.weight.item()
+    0.5
+    >>> net.weight.item()
+    1.0
+    """
+
+    def __init__(self, model: torch.nn.Module, parameters, decay: float) -> None:
+        if not 0 <= decay < 1:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {decay}")
+        wanted = {id(p) for p in parameters}
+        self.decay = float(decay)
+        self.params = {name: p for name, p in model.named_parameters() if id(p) in wanted}
+        self.shadow = {name: p.detach().clone() for name, p in self.params.items()}
+
+    @torch.no_grad()
+    def update(self) -> None:
+        for name, p in self.params.items():
+            self.shadow[name].lerp_(p.detach(), 1.0 - self.decay)
+
+    @contextlib.contextmanager
+    def applied(self):
+        live = {name: p.detach().clone() for name, p in self.params.items()}
+        with torch.no_grad():
+            for name, p in self.params.items():
+                p.copy_(self.shadow[name])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for name, p in self.params.items():
+                    p.copy_(live[name])
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: t.detach().cpu().clone() for name, t in self.shadow.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if set(state) != set(self.shadow):
+            raise ConfigError(f"--resume: the stored EMA weights do not match the generator ({sorted(set(state) ^ set(self.shadow))[:3]})")
+        for name, t in state.items():
+            self.shadow[name].copy_(t)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What stays fixed while a run trains: its config, folder, device and training data's identity."""
+
+    config: TrainConfig
+    out: Path
+    device: torch.device
+    data_attrs: dict
+    fingerprint: str
+
+    @property
+    def last(self) -> Path:
+        return self.out / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.out / "best.pt"
+
+    @property
+    def log(self) -> Path:
+        return self.out / "log.jsonl"
+
+
+@dataclass
+class TrainState:
+    """Everything a run changes as it trains: model, optimisers, data order, EMA, step, clock, best.
+
+    ``save`` writes the model (with ``training=True`` also ``training_state()``, what
+    ``--resume`` needs: optimisers, sampler, torch RNG, EMA, elapsed time, best validation);
+    ``load_training_state`` restores it. Adding state to a run (a learning-rate schedule, ...)
+    is adding a field here and its line in those two methods; the loop does not change.
+    """
+
+    model: Any
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    sampler: _Sampler
+    ema: GeneratorEMA | None = None
+    step: int = 0
+    elapsed: float = 0.0
+    best: dict = field(default_factory=lambda: {"chi2": None, "step": None})
+
+    @classmethod
+    def create(cls, config: TrainConfig, model, sampler: _Sampler, device: torch.device) -> TrainState:
+        """A state at step 0 around ``model`` (moved to ``device``, in train mode)."""
+        model.to(device).train()
+        opt_g = _optimizer(config, model.generator_parameters(), config.lr_g)
+        opt_d = _optimizer(config, model.discriminator_parameters(), config.lr_d)
+        ema = GeneratorEMA(model, model.generator_parameters(), config.ema_decay) if config.ema_decay is not None else None
+        return cls(model, opt_g, opt_d, sampler, ema)
+
+    def training_state(self, run: _Run) -> dict:
+        cuda = run.device.type == "cuda"
+        return {
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(run.device) if cuda else None,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "elapsed": self.elapsed,
+            "best": dict(self.best),
+            "data_fingerprint": run.fingerprint,
+        }
+
+    def load_training_state(self, t: dict, step: int, run: _Run) -> None:
+        self.opt_g.load_state_dict(t["opt_g"])
+        self.opt_d.load_state_dict(t["opt_d"])
+        self.sampler.load_state_dict(t["sampler"])
+        torch.set_rng_state(t["torch_rng"])
+        if run.device.type == "cuda" and t.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(t["cuda_rng"], run.device)
+        if self.ema is not None:
+            if t.get("ema") is None:
+                raise ConfigError(f"--resume: {run.last} holds no EMA weights")
+            self.ema.load_state_dict(t["ema"])
+        self.step, self.elapsed, self.best = step, float(t["elapsed"]), dict(t["best"])
+
+    def generator_weights(self):
+        """A context in which the model carries the weights generation uses (the EMA's when on)."""
+        return self.ema.applied() if self.ema is not None else contextlib.nullcontext()
+
+    def save(self, path: Path, run: _Run, *, training: bool, metrics: dict | None = None) -> None:
+        """Write a checkpoint of the model as it is now; never one with non-finite weights."""
+        # A finite loss does not prove finite weights: the update after it may have overflowed.
+        # Never let a non-finite model replace the last good checkpoint.
+        if not all(torch.isfinite(v).all() for v in self.model.state_dict().values() if v.is_floating_point()):
+            raise TrainingDiverged(
+                f"step {self.step}: non-finite model weights; training stopped, {path} was not overwritten "
+                f"(last good checkpoint: {_describe_last(run.last)}); lower the learning rates or resume from it"
+            )
+        save_checkpoint(
+            path,
+            self.model,
+            step=self.step,
+            train_config=run.config.to_dict(),
+            metrics=metrics,
+            data_attrs=run.data_attrs,
+            training=self.training_state(run) if training else None,
+        )
+
+
+class _Monitor:
+    """What a run shows and records: the progress bar, running means of the losses, log.jsonl."""
+
+    _SHOWN = ("d_loss", "g_loss", "w", "w_phys", "res_ratio")
+
+    def __init__(self, run: _Run, step: int) -> None:
+        c = run.config
+        self.run = run
+        self.bar = tqdm(total=c.max_steps, initial=step, disable=not c.progress, unit="step", dynamic_ncols=True, desc=f"train {c.family}")
+        self.postfix: dict[str, str] = {}  # losses, throughput, time left and the validation, as the bar shows them
+        self.running: dict[str, float] = {}
+        self.n_running, self.t_log, self.showers = 0, time.perf_counter(), 0
+        self.throughput = 0.0
+
+    def write(self, record: dict) -> None:
+        with open(self.run.log, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def losses(self, state: TrainState, logs: dict[str, float], showers: int) -> None:
+        """Add one step's losses; every ``log_every`` steps write their means and show them."""
+        c = self.run.config
+        for k, v in logs.items():
+            self.running[k] = self.running.get(k, 0.0) + v
+        self.n_running += 1
+        self.showers += showers
+        if state.step % c.log_every and state.step != c.max_steps:
+            return
+        now = time.perf_counter()
+        self.throughput = self.showers / max(now - self.t_log, 1e-9)
+        mean = {k: v / self.n_running for k, v in self.running.items()}
+        record = {"step": state.step, "elapsed_s": round(state.elapsed, 2), "showers_per_s": round(self.throughput, 1)}
+        self.write({**record, **{k: round(v, 6) for k, v in mean.items()}})
+        self.postfix.update({k: f"{v:.3g}" for k, v in mean.items() if k in self._SHOWN})
+        self.postfix["shw/s"] = f"{self.throughput:.0f}"
+        if c.max_minutes is not None:  # the bar's ETA counts max_steps; say when the clock stops the run
+            self.postfix["left"] = f"{max(60 * c.max_minutes - state.elapsed, 0) / 60:.1f}min"
+        self.bar.set_postfix(self.postfix, refresh=False)
+        self.running, self.n_running, self.t_log, self.showers = {}, 0, now, 0
+
+    def validation(self, state: TrainState, metrics: dict) -> None:
+        self.write({"step": state.step, "elapsed_s": round(state.elapsed, 2), "val": metrics})
+
+    def show_validation(self, state: TrainState, metrics: dict) -> None:
+        self.postfix["val_chi2"] = f"{metrics['chi2']:.3g}"
+        if state.best["chi2"] is not None:
+            self.postfix["best"] = f"{state.best['chi2']:.3g}@{state.best['step']}"
+        self.bar.set_postfix(self.postfix, refresh=False)
 
 
 def _fingerprint(data: ShowerData) -> str:
@@ -262,10 +475,8 @@ def _fingerprint(data: ShowerData) -> str:
 
 
 def _load_data(config: TrainConfig) -> tuple[ShowerData, ShowerData | None, dict]:
-    from calogan.io import inspect, read_showers
-
     if not config.data:
-        raise ConfigError("no training data: set 'data' in the config or pass --data FILE")
+        raise ConfigError("no training data: set 'data' in the config (calogan train: --data FILE)")
     data = read_showers(config.data, geometry=config.geometry)
     attrs = {k: v for k, v in inspect(config.data, data.geometry).attrs.items() if isinstance(v, (str, int, float))}
     if config.exclude_energy:
@@ -287,15 +498,12 @@ def _load_data(config: TrainConfig) -> tuple[ShowerData, ShowerData | None, dict
 def _optimizer(config: TrainConfig, params, lr: float) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, betas=tuple(config.betas))
-    # seed 001: momentum can work against you in adversarial training -> RMSProp
+    # the ATLAS GAN's finding: momentum can work against you in adversarial training -> RMSProp
     return torch.optim.RMSprop(params, lr=lr, alpha=config.rmsprop_alpha)
 
 
 def _validate(model, val: ShowerData, config: TrainConfig) -> dict[str, float]:
     """chi2/ndf of E_tot per incident-energy bin between validation and generated showers."""
-    from calogan.generate import Conditions, generate
-    from calogan.metrics import energy_bin_edges, energy_chi2, response_resolution
-
     conds = Conditions.from_data(val)
     if config.val_copies > 1:
         conds = conds.select(np.tile(np.arange(len(val)), config.val_copies))
@@ -324,6 +532,159 @@ def _validate(model, val: ShowerData, config: TrainConfig) -> dict[str, float]:
     return out
 
 
+def _validate_and_keep(state: TrainState, run: _Run, val: ShowerData | None, monitor: _Monitor) -> dict | None:
+    """Score the generator on the validation showers; a new best score writes ``best.pt``."""
+    if val is None:
+        return None
+    with state.generator_weights():
+        metrics = {**_validate(state.model, val, run.config), "step": state.step}
+        monitor.validation(state, metrics)
+        if math.isfinite(metrics["chi2"]) and (state.best["chi2"] is None or metrics["chi2"] < state.best["chi2"]):
+            state.best.update(chi2=metrics["chi2"], step=state.step)
+            state.save(run.best, run, training=False, metrics=metrics)
+    return metrics
+
+
+@dataclass(frozen=True)
+class _Batches:
+    """The training set in model space on the device, and how a step draws from it."""
+
+    x: torch.Tensor  # (N, n_cells) transformed cells
+    c: torch.Tensor  # (N, n_cond) physical conditions
+    config: TrainConfig
+
+    def generator_conditions(self, sampler: _Sampler, idx: np.ndarray, last: torch.Tensor) -> torch.Tensor:
+        """(batch_size, n_cond) conditions of one generator update (``condition_sampling``)."""
+        c = self.config
+        if c.condition_sampling == "big_batch":
+            return self.c[torch.from_numpy(sampler.rng.choice(idx, c.batch_size, replace=False)).to(self.c.device)]
+        if c.condition_sampling == "dataset":
+            return self.c[torch.from_numpy(sampler.rng.choice(len(self.c), c.batch_size, replace=False)).to(self.c.device)]
+        return last
+
+
+def _train_step(state: TrainState, batches: _Batches, autocast) -> tuple[dict[str, float], list[float]]:
+    """One step: ``d_steps`` critic updates on consecutive batches of a big batch, then
+    ``g_steps`` generator updates. Returns the logged values and every update's loss."""
+    config, model, bs = batches.config, state.model, batches.config.batch_size
+    idx = state.sampler.take(config.d_steps * bs)
+    losses = []
+    for k in range(config.d_steps):
+        b = torch.from_numpy(idx[k * bs : (k + 1) * bs]).to(batches.x.device)
+        cond = batches.c[b]
+        with autocast():
+            loss_d, logs_d = model.discriminator_loss(batches.x[b], cond)
+        state.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        state.opt_d.step()
+        losses.append(loss_d.detach())
+    d_params = model.discriminator_parameters()
+    for p in d_params:  # the critic is a constant during generator updates
+        p.requires_grad_(False)
+    for _ in range(config.g_steps):
+        cond = batches.generator_conditions(state.sampler, idx, cond)
+        with autocast():
+            loss_g, logs_g = model.generator_loss(cond)
+        state.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        state.opt_g.step()
+        losses.append(loss_g.detach())
+    for p in d_params:
+        p.requires_grad_(True)
+    if state.ema is not None:
+        state.ema.update()
+    logs = {**logs_d, **logs_g, "d_loss": loss_d.detach(), "g_loss": loss_g.detach()}
+    # One device-to-host transfer per step (each is a CUDA sync): the logged values, then
+    # every update's loss for the NaN guard.
+    both = torch.stack([v.float() for v in logs.values()] + [v.float() for v in losses]).cpu().tolist()
+    return dict(zip(logs, both[: len(logs)])), both[len(logs) :]
+
+
+def _check_finite(state: TrainState, run: _Run, logs: dict[str, float], losses: list[float]) -> None:
+    if all(math.isfinite(v) for v in losses):
+        return
+    bad = {k: v for k, v in logs.items() if not math.isfinite(v)}
+    raise TrainingDiverged(
+        f"step {state.step}: non-finite loss ({', '.join(f'{k}={v}' for k, v in bad.items()) or 'a discriminator update'}); "
+        f"training stopped, the last good checkpoint is {_describe_last(run.last)}; lower the learning rates or resume from it"
+    )
+
+
+def _resume_checkpoint(config: TrainConfig, out: Path):
+    """The checkpoint ``--resume`` continues from, checked against ``config``."""
+    last = out / "last.pt"
+    if not last.exists():
+        raise ConfigError(f"--resume: {last} does not exist (nothing to resume)")
+    ckpt = load_checkpoint(last)
+    if ckpt.training is None:
+        raise ConfigError(f"--resume: {last} holds no training state")
+    stored = TrainConfig.from_dict(ckpt.train_config, where=str(last)).to_dict()
+    now = config.to_dict()
+    changed = sorted(k for k in stored if stored[k] != now[k] and k not in _RESUMABLE)
+    if changed:
+        raise ConfigError(
+            f"--resume: option {changed[0]} differs from the run in {out} ({stored[changed[0]]!r} there, "
+            f"{now[changed[0]]!r} now); only {', '.join(sorted(_RESUMABLE))} may change"
+        )
+    return ckpt
+
+
+def _new_model(config: TrainConfig, train_data: ShowerData):
+    transform = ShowerTransform.fit(config_from_dict(TransformConfig, config.transform, "transform"), train_data.cells, train_data.e_inc)
+    spec = ConditionSpec.from_data(train_data, tuple(config.conditions))
+    model = build_model(config.family, train_data.geometry, spec, transform, config.model)
+    model.prepare(train_data)
+    return model
+
+
+def _autocast(config: TrainConfig, device: torch.device):
+    """A factory of the context the losses are computed in: bf16 autocast or nothing."""
+    if config.precision == "bf16":
+        return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def _start(config: TrainConfig, out: Path, *, resume: bool, force: bool) -> tuple[_Run, TrainState, _Batches, ShowerData | None]:
+    """Check the output folder, set up the machine, read the data and build (or restore) the state."""
+    ckpt = _resume_checkpoint(config, out) if resume else None
+    if not resume:
+        if (out / "last.pt").exists() and not force:
+            raise ConfigError(f"{out}: holds a run already; pass --resume to continue it or --force to start again")
+        out.mkdir(parents=True, exist_ok=True)
+
+    try:
+        device = torch.device(resolve_device(config.device))
+    except ConfigError as err:
+        raise ConfigError(f"option {err}") from None
+    threads = resolve_threads(config.threads, default=None)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = config.tf32
+        torch.backends.cudnn.allow_tf32 = config.tf32
+
+    train_data, val, data_attrs = _load_data(config)
+    run = _Run(config, out, device, data_attrs, _fingerprint(train_data))
+    n_big = config.d_steps * config.batch_size
+    if n_big > len(train_data):
+        raise ConfigError(f"d_steps * batch_size = {n_big} exceeds the {len(train_data)} training showers")
+
+    torch.manual_seed(config.seed)  # the models draw noise and penalty points from torch's RNG
+    sampler = _Sampler(len(train_data), config.seed)
+    if ckpt is None:
+        state = TrainState.create(config, _new_model(config, train_data), sampler, device)
+        write_text(out / "config.yaml", config.to_yaml(), force=True, error=ConfigError)
+        run.log.write_text("")
+    else:
+        if ckpt.training.get("data_fingerprint") != run.fingerprint:
+            raise ConfigError(f"--resume: the training data differ from those of the run in {out} ({config.data})")
+        state = TrainState.create(config, ckpt.model, sampler, device)
+        state.load_training_state(ckpt.training, ckpt.step, run)
+    # Model-space training set on the device once: (N, n_cells) and physical conditions (N, n_cond).
+    x_all = torch.from_numpy(state.model.transform.forward(train_data.cells, train_data.e_inc)).to(device)
+    return run, state, _Batches(x_all, state.model.conditions.tensor(train_data).to(device), config), val
+
+
 def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, force: bool = False) -> TrainResult:
     """Train ``config.family`` on ``config.data``; checkpoints and logs go to ``out_dir``.
 
@@ -335,239 +696,53 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, for
     A NaN or inf loss stops training with ``TrainingDiverged``; ``last.pt`` is then the last
     good state.
     """
-    out = Path(out_dir)
-    last_path, best_path, log_path = out / "last.pt", out / "best.pt", out / "log.jsonl"
-    ckpt = None
-    if resume:
-        if not last_path.exists():
-            raise ConfigError(f"--resume: {last_path} does not exist (nothing to resume)")
-        ckpt = load_checkpoint(last_path)
-        if ckpt.training is None:
-            raise ConfigError(f"--resume: {last_path} holds no training state")
-        stored = TrainConfig.from_dict(ckpt.train_config, where=str(last_path))
-        changed = sorted(k for k in stored.to_dict() if stored.to_dict()[k] != config.to_dict()[k] and k not in _RESUMABLE)
-        if changed:
-            raise ConfigError(
-                f"--resume: option {changed[0]} differs from the run in {out} ({stored.to_dict()[changed[0]]!r} there, "
-                f"{config.to_dict()[changed[0]]!r} now); only {', '.join(sorted(_RESUMABLE))} may change"
-            )
-    else:
-        if last_path.exists() and not force:
-            raise ConfigError(f"{out}: holds a run already; pass --resume to continue it or --force to start again")
-        out.mkdir(parents=True, exist_ok=True)
-
-    device = _device(config.device)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = config.tf32
-        torch.backends.cudnn.allow_tf32 = config.tf32
-
-    train_data, val, data_attrs = _load_data(config)
-    fingerprint = _fingerprint(train_data)
-    n_big = config.d_steps * config.batch_size
-    if n_big > len(train_data):
-        raise ConfigError(f"d_steps * batch_size = {n_big} exceeds the {len(train_data)} training showers")
-
-    torch.manual_seed(config.seed)  # the models draw noise and penalty points from torch's RNG
-    sampler = _Sampler(len(train_data), config.seed)
-    if ckpt is None:
-        from calogan.models.base import ConditionSpec
-        from calogan.transforms import ShowerTransform, TransformConfig
-
-        transform = ShowerTransform.fit(
-            config_from_dict(TransformConfig, config.transform, "transform"), train_data.cells, train_data.e_inc
-        )
-        spec = ConditionSpec.from_data(train_data, tuple(config.conditions))
-        model = build_model(config.family, train_data.geometry, spec, transform, config.model)
-        model.prepare(train_data)
-    else:
-        model = ckpt.model
-        if ckpt.training.get("data_fingerprint") != fingerprint:
-            raise ConfigError(f"--resume: the training data differ from those of the run in {out} ({config.data})")
-    model.to(device).train()
-
-    opt_g = _optimizer(config, model.generator_parameters(), config.lr_g)
-    opt_d = _optimizer(config, model.discriminator_parameters(), config.lr_d)
-    step, elapsed, best = 0, 0.0, {"chi2": None, "step": None}
-    if ckpt is not None:
-        t = ckpt.training
-        opt_g.load_state_dict(t["opt_g"])
-        opt_d.load_state_dict(t["opt_d"])
-        sampler.load(t["sampler"])
-        torch.set_rng_state(t["torch_rng"])
-        if device.type == "cuda" and t.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(t["cuda_rng"], device)
-        step, elapsed, best = ckpt.step, float(t["elapsed"]), dict(t["best"])
-    else:
-        _write_atomic(out / "config.yaml", config.to_yaml())
-        log_path.write_text("")
-
-    # Model-space training set on the device once: (N, n_cells) and physical conditions (N, n_cond).
-    x_all = torch.from_numpy(model.transform.forward(train_data.cells, train_data.e_inc)).to(device)
-    c_all = model.conditions.tensor(train_data).to(device)
-    d_params = model.discriminator_parameters()
-    forward = model.forward
+    run, state, batches, val = _start(config, Path(out_dir), resume=resume, force=force)
+    model, forward = state.model, state.model.forward
     if config.compile:
         model.forward = torch.compile(forward)
-    if config.precision == "bf16":
-        autocast = lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)  # noqa: E731
-    else:
-        autocast = contextlib.nullcontext
+    autocast = _autocast(config, run.device)
+    n_big = config.d_steps * config.batch_size
 
-    def checkpoint(path, with_training: bool, metrics=None):
-        # A finite loss does not prove finite weights: the update after it may have overflowed.
-        # Never let a non-finite model replace the last good checkpoint.
-        if not all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point()):
-            bar.close()
-            raise TrainingDiverged(
-                f"step {step}: non-finite model weights; training stopped, {path} was not overwritten "
-                f"(last good checkpoint: {_describe_last(last_path)}); lower the learning rates or resume from it"
-            )
-        training = None
-        if with_training:
-            training = {
-                "opt_g": opt_g.state_dict(),
-                "opt_d": opt_d.state_dict(),
-                "sampler": sampler.state(),
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                "elapsed": elapsed,
-                "best": best,
-                "data_fingerprint": fingerprint,
-            }
-        save_checkpoint(path, model, step=step, train_config=config.to_dict(), metrics=metrics, data_attrs=data_attrs, training=training)
-
-    def log(record):
-        with open(log_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def validate():
-        if val is None:
-            return None
-        metrics = _validate(model, val, config)
-        metrics["step"] = step
-        log({"step": step, "elapsed_s": round(elapsed, 2), "val": metrics})
-        if not math.isfinite(metrics["chi2"]):
-            return metrics
-        if best["chi2"] is None or metrics["chi2"] < best["chi2"]:
-            best.update(chi2=metrics["chi2"], step=step)
-            checkpoint(best_path, False, metrics)
-        return metrics
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(
-        total=config.max_steps, initial=step, disable=not config.progress, unit="step", dynamic_ncols=True, desc=f"train {config.family}"
-    )
-    running: dict[str, float] = {}
-    postfix: dict[str, str] = {}  # losses, throughput, time left and the validation, as the bar shows them
-    n_running, t_log, showers_log = 0, time.perf_counter(), 0
-    t_start = time.perf_counter() - elapsed
-    stopped = "max_steps"
-    last_val_step = -1
-    throughput = 0.0
-    if step >= config.max_steps:
-        stopped = "max_steps"
-    while step < config.max_steps:
-        if config.max_minutes is not None and elapsed >= 60 * config.max_minutes:
-            stopped = "max_minutes"
-            break
-        idx = sampler.take(n_big)
-        logs: dict[str, torch.Tensor] = {}
-        losses = []
-        for k in range(config.d_steps):
-            b = torch.from_numpy(idx[k * config.batch_size : (k + 1) * config.batch_size]).to(device)
-            real, cond = x_all[b], c_all[b]
-            with autocast():
-                loss_d, logs_d = model.discriminator_loss(real, cond)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            losses.append(loss_d.detach())
-        logs.update(logs_d)
-        for p in d_params:  # the critic is a constant during generator updates
-            p.requires_grad_(False)
-        for _ in range(config.g_steps):
-            if config.condition_sampling == "big_batch":
-                cond = c_all[torch.from_numpy(sampler.rng.choice(idx, config.batch_size, replace=False)).to(device)]
-            elif config.condition_sampling == "dataset":
-                cond = c_all[torch.from_numpy(sampler.rng.choice(len(train_data), config.batch_size, replace=False)).to(device)]
-            with autocast():
-                loss_g, logs_g = model.generator_loss(cond)
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            losses.append(loss_g.detach())
-        for p in d_params:
-            p.requires_grad_(True)
-        logs.update(logs_g)
-        logs["d_loss"], logs["g_loss"] = loss_d.detach(), loss_g.detach()
-        # One device-to-host transfer per step (each is a CUDA sync): the logged values, then
-        # every update's loss for the NaN guard.
-        both = torch.stack([v.float() for v in logs.values()] + [v.float() for v in losses]).cpu().tolist()
-        values, step_losses = both[: len(logs)], both[len(logs) :]
-        step += 1
-        if not all(math.isfinite(v) for v in step_losses):
-            bar.close()
-            bad = {k: v for k, v in zip(logs, values) if not math.isfinite(v)}
-            raise TrainingDiverged(
-                f"step {step}: non-finite loss ({', '.join(f'{k}={v}' for k, v in bad.items()) or 'a discriminator update'}); "
-                f"training stopped, the last good checkpoint is {_describe_last(last_path)}; lower the learning rates or resume from it"
-            )
-        for k, v in zip(logs, values):
-            running[k] = running.get(k, 0.0) + v
-        n_running += 1
-        showers_log += n_big
-        elapsed = time.perf_counter() - t_start
-        if step % config.log_every == 0 or step == config.max_steps:
-            now = time.perf_counter()
-            throughput = showers_log / max(now - t_log, 1e-9)
-            mean = {k: v / n_running for k, v in running.items()}
-            log(
-                {
-                    "step": step,
-                    "elapsed_s": round(elapsed, 2),
-                    "showers_per_s": round(throughput, 1),
-                    **{k: round(v, 6) for k, v in mean.items()},
-                }
-            )
-            postfix.update({k: f"{v:.3g}" for k, v in mean.items() if k in ("d_loss", "g_loss", "w", "w_phys", "res_ratio")})
-            postfix["shw/s"] = f"{throughput:.0f}"
-            if config.max_minutes is not None:  # the bar's ETA counts max_steps; say when the clock stops the run
-                postfix["left"] = f"{max(60 * config.max_minutes - elapsed, 0) / 60:.1f}min"
-            bar.set_postfix(postfix, refresh=False)
-            running, n_running, t_log, showers_log = {}, 0, now, 0
-        if step % config.val_every == 0:
-            metrics = validate()
-            last_val_step = step
-            if metrics is not None:
-                postfix["val_chi2"] = f"{metrics['chi2']:.3g}"
-                if best["chi2"] is not None:
-                    postfix["best"] = f"{best['chi2']:.3g}@{best['step']}"
-                bar.set_postfix(postfix, refresh=False)
-        if step % config.checkpoint_every == 0:
-            checkpoint(last_path, True)
-        bar.update(1)
-    bar.close()
-    if last_val_step != step:
-        validate()
-    elapsed = time.perf_counter() - t_start
-    checkpoint(last_path, True)
+    monitor = _Monitor(run, state.step)
+    t_start, stopped, last_val_step = time.perf_counter() - state.elapsed, "max_steps", -1
+    try:
+        while state.step < config.max_steps:
+            if config.max_minutes is not None and state.elapsed >= 60 * config.max_minutes:
+                stopped = "max_minutes"
+                break
+            logs, losses = _train_step(state, batches, autocast)
+            state.step += 1
+            _check_finite(state, run, logs, losses)
+            state.elapsed = time.perf_counter() - t_start
+            monitor.losses(state, logs, n_big)
+            if state.step % config.val_every == 0:
+                metrics, last_val_step = _validate_and_keep(state, run, val, monitor), state.step
+                if metrics is not None:
+                    monitor.show_validation(state, metrics)
+            if state.step % config.checkpoint_every == 0:
+                state.save(run.last, run, training=True)
+            monitor.bar.update(1)
+    finally:
+        monitor.bar.close()
+    if last_val_step != state.step:
+        _validate_and_keep(state, run, val, monitor)
+    state.elapsed = time.perf_counter() - t_start
+    state.save(run.last, run, training=True)
     if val is None:
-        checkpoint(best_path, False)
-        best.update(step=step)
+        with state.generator_weights():
+            state.save(run.best, run, training=False)
+        state.best.update(step=state.step)
     model.forward = forward
     return TrainResult(
-        out_dir=out,
-        step=step,
+        out_dir=run.out,
+        step=state.step,
         stopped=stopped,
-        elapsed_s=elapsed,
-        best_step=best["step"],
-        best_chi2=best["chi2"],
-        last=last_path,
-        best=best_path,
-        showers_per_s=throughput,
+        elapsed_s=state.elapsed,
+        best_step=state.best["step"],
+        best_chi2=state.best["chi2"],
+        last=run.last,
+        best=run.best,
+        showers_per_s=monitor.throughput,
     )
 
 
@@ -575,9 +750,3 @@ def _describe_last(path: Path) -> str:
     if not path.exists():
         return "none was written yet"
     return f"{path} (step {int(torch.load(path, map_location='cpu', weights_only=True)['step'])})"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -18,12 +18,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, help="checkpoint, e.g. runs/wgan_eplus/best.pt (speed does not depend on its training)")
     p.add_argument("--onnx", help="its export (calogan export); default: exported on the spot, parity-checked")
-    p.add_argument("--reference", help="Geant4 file with g4_cpu_seconds, e.g. ../shared/data/geant4/g4_eplus_active.h5")
+    p.add_argument("--reference", help="Geant4 file with g4_cpu_seconds, e.g. g4_eplus_active.h5")
     p.add_argument("--batch-sizes", default="1,16,128,1024,8192", help="comma-separated batch sizes (default 1,16,128,1024,8192)")
     p.add_argument("--backends", default="torch,torch-compiled,onnxruntime,parametrized", help="comma-separated subset of the backends")
     p.add_argument("--devices", default=None, help="comma-separated devices, e.g. cpu,cuda (default: cpu, plus cuda when present)")
     p.add_argument(
-        "--threads", type=int, default=None, help="CPU threads of torch and onnxruntime (default: the cores this process may use)"
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads of torch and onnxruntime (default: $CALOGAN_THREADS, else the cores this process may use)",
     )
     p.add_argument("--min-time", type=float, default=1.0, help="seconds of timed calls per row, at least 5 calls (default 1)")
     p.add_argument("--max-row-seconds", type=float, default=120.0, help="skip a row estimated to take longer (default 120)")
@@ -45,10 +48,9 @@ def _list(text: str, option: str, kind=str) -> tuple:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from calogan.benchmark import HEADER, BenchmarkConfig, format_row, format_table, run_benchmark, write_json
     from calogan.errors import ConfigError
+    from calogan.runtime import check_output
 
     config = BenchmarkConfig(
         batch_sizes=_list(args.batch_sizes, "--batch-sizes", int),
@@ -58,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
         min_time=args.min_time,
         max_row_seconds=args.max_row_seconds,
     )
-    if args.output and Path(args.output).exists() and not args.force:
-        raise ConfigError(f"{args.output}: exists; pass --force to overwrite it")
+    if args.output:  # refuse a bad output now, not after minutes of timing
+        check_output(args.output, force=args.force, inputs=[args.model, *([args.onnx] if args.onnx else [])], error=ConfigError)
     print(HEADER, flush=True)
     result = run_benchmark(
         args.model, onnx_path=args.onnx, reference=args.reference, config=config, log=lambda row: print(format_row(row), flush=True)

@@ -41,8 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bin-width", type=float, default=10.0, help="energy bin width of the table in GeV (default 10)")
     p.add_argument("--oversample", type=int, default=2, help="simulated showers per reference shower (default 2)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the fit and the comparison (default 0)")
+    p.add_argument("--no-classifier", action="store_true", help="skip the classifier test (the slowest part of the check)")
     p.add_argument(
-        "--no-classifier", action="store_true", help="skip the classifier test (it trains two small networks per convention, ~10 s each)"
+        "--classifier-runs",
+        type=int,
+        default=None,
+        metavar="K",
+        help="independent runs averaged into each classifier AUC (default: as calogan evaluate, 5)",
     )
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.set_defaults(func=run)
@@ -87,6 +92,8 @@ def _command(args: argparse.Namespace) -> str:
         words.append("--check")
     if args.no_classifier:
         words.append("--no-classifier")
+    elif args.classifier_runs is not None:
+        words += ["--classifier-runs", str(args.classifier_runs)]
     return " ".join(shlex.quote(w) for w in words)
 
 
@@ -100,14 +107,18 @@ def _sha256(path) -> str:
     return h.hexdigest()
 
 
-def _classifier(ref, sim, seed: int) -> dict:
+def _classifier(ref, sim, seed: int, runs: int | None) -> dict:
     """Print and return the low- and high-level classifier AUCs of ``sim`` against ``ref``
     with their floor, as ``calogan evaluate`` measures them (``calogan.metrics``)."""
+    from dataclasses import replace
+
     from calogan import metrics
 
     out = {}
     for level in ("low", "high"):
-        result, floor = metrics.classifier_with_floor(ref, sim, level=level, seed=seed)
+        config = metrics.default_classifier(level)
+        config = config if runs is None else replace(config, n_runs=runs)
+        result, floor = metrics.classifier_with_floor(ref, sim, level=level, config=config, seed=seed)
         print(
             f"classifier AUC ({level}-level, {result.n_test} test showers): {result.auc:.3f} +- {result.auc_uncertainty:.3f}"
             f" (floor, reference against itself: {floor.auc:.3f} +- {floor.auc_uncertainty:.3f})"
@@ -129,6 +140,9 @@ def run(args: argparse.Namespace) -> int:
     from calogan.errors import ConfigError
     from calogan.simulate import default_params, load_params, save_params, simulate
     from calogan.simulate.calibrate import calibrate, compare, format_spectrum, format_table, spectrum_rows, summary
+
+    if args.classifier_runs is not None and args.classifier_runs < 1:
+        raise ConfigError(f"--classifier-runs must be >= 1, got {args.classifier_runs}")
 
     if args.output is None and not args.check:
         raise ConfigError("-o/--output is required (or pass --check to compare without fitting)")
@@ -196,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
         print(format_spectrum(spectrum_rows(data, sim, args.bin_width)))
         tables[conv] = summary(rows)
         if not args.no_classifier:
-            tables[conv]["classifier"] = _classifier(data, sim.select(slice(0, len(data))), args.seed)
+            tables[conv]["classifier"] = _classifier(data, sim.select(slice(0, len(data))), args.seed, args.classifier_runs)
     if args.output is not None:
         files = [args.reference] + ([args.pair] if args.pair else [])
         provenance = {

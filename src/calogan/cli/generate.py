@@ -38,7 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda[:N] or auto (CUDA when present) (default cpu)")
     p.add_argument(
-        "--threads", type=int, default=None, help="CPU threads of torch or onnxruntime (default: the cores this process may use)"
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads of torch or onnxruntime (default: $CALOGAN_THREADS, else the cores this process may use)",
     )
     p.add_argument(
         "--precision",
@@ -60,10 +63,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
+    from calogan.cli import flag_names
     from calogan.errors import ConfigError
-    from calogan.fastsim import default_threads, load_backend
+    from calogan.fastsim import load_backend
     from calogan.generate import conditions_from_file, generate_to_file, sample_conditions
     from calogan.io import inspect
+    from calogan.runtime import default_threads, resolve_threads
 
     if args.energy_from:
         if args.n is not None or args.energy is not None or args.condition:
@@ -78,35 +83,35 @@ def run(args: argparse.Namespace) -> int:
         extra[key.strip()] = rule
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    threads = args.threads if args.threads is not None else default_threads()
-    if threads < 1:
-        raise ConfigError(f"--threads must be >= 1, got {threads}")
+    threads = resolve_threads(args.threads, default=default_threads(), name="--threads")
     torch.set_num_threads(threads)
     model = load_backend(
         args.model, backend=args.backend, device=args.device, precision=args.precision, compile=args.compile, threads=threads
     )
-    spec = model.conditions
-    if args.energy_from:
-        conditions = conditions_from_file(args.energy_from, spec, chunk_size=args.batch_size)
-    else:
-        energy = args.energy or f"{spec.ranges[0][0]:g}:{spec.ranges[0][1]:g}"
-        conditions = sample_conditions(
-            spec, args.n, particle=args.particle, energy=energy, extra=extra, seed=args.seed, chunk_size=args.batch_size
-        )
-    attrs = {k: v for k, v in model.attrs.items() if k in ("convention",)}
-    attrs.update({"generator": f"calogan {model.family}", "model": str(args.model), "seed": args.seed, "backend": model.name})
-    if model.attrs.get("step") is not None:
-        attrs["model_step"] = model.attrs["step"]
-    total = inspect(args.energy_from).n if args.energy_from else args.n
-    # The first chunk is drawn before the bar opens, so that bad options fail on a clean line.
-    conditions = iter(conditions)
-    conditions = itertools.chain([next(conditions)], conditions)
-    t0 = time.perf_counter()
-    # disable=None: a bar only on a terminal, never in logs or pipes
-    with tqdm(total=total, unit=" showers", disable=True if args.no_progress else None, dynamic_ncols=True, leave=False) as bar:
-        n = generate_to_file(
-            args.output, model, conditions, seed=args.seed, batch_size=args.batch_size, attrs=attrs, force=args.force, progress=bar
-        )
+    # the library names its parameters; say the flags they came from
+    with flag_names(n="-n", energy="--energy", extra="--condition", particle="--particle"):
+        spec = model.conditions
+        if args.energy_from:
+            conditions = conditions_from_file(args.energy_from, spec, chunk_size=args.batch_size)
+        else:
+            energy = args.energy or f"{spec.ranges[0][0]:g}:{spec.ranges[0][1]:g}"
+            conditions = sample_conditions(
+                spec, args.n, particle=args.particle, energy=energy, extra=extra, seed=args.seed, chunk_size=args.batch_size
+            )
+        attrs = {k: v for k, v in model.attrs.items() if k in ("convention",)}
+        attrs.update({"generator": f"calogan {model.family}", "model": str(args.model), "seed": args.seed, "backend": model.name})
+        if model.attrs.get("step") is not None:
+            attrs["model_step"] = model.attrs["step"]
+        total = inspect(args.energy_from).n if args.energy_from else args.n
+        # The first chunk is drawn before the bar opens, so that bad options fail on a clean line.
+        conditions = iter(conditions)
+        conditions = itertools.chain([next(conditions)], conditions)
+        t0 = time.perf_counter()
+        # disable=None: a bar only on a terminal, never in logs or pipes
+        with tqdm(total=total, unit=" showers", disable=True if args.no_progress else None, dynamic_ncols=True, leave=False) as bar:
+            n = generate_to_file(
+                args.output, model, conditions, seed=args.seed, batch_size=args.batch_size, attrs=attrs, force=args.force, progress=bar
+            )
     dt = time.perf_counter() - t0
     where = f"{model.name} on {args.device}, {threads} threads" + (f", {args.precision}" if args.precision != "fp32" else "")
     print(f"wrote {n} showers to {args.output} in {dt:.1f} s ({1000 * dt / n:.4f} ms per shower, writing included; {where})")

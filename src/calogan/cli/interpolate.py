@@ -65,13 +65,14 @@ def _parse_range(text: str) -> tuple[float, float]:
 
 def run(args: argparse.Namespace) -> int:
     import json
-    import os
     from pathlib import Path
 
     import numpy as np
 
+    from calogan.cli import flag_names
     from calogan.data import particle_code
     from calogan.errors import ConfigError
+    from calogan.runtime import check_output, write_text
 
     a, b = _parse_range(args.range)
     if args.steps < 2:
@@ -96,8 +97,7 @@ def run(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"--compare {path}: no such file")
     outputs = [Path(args.output)] + ([Path(args.json)] if args.json else [])
     for path in outputs:
-        if path.exists() and not args.force:
-            raise FileExistsError(f"{path} exists; pass --force to overwrite it")
+        check_output(path, force=args.force, inputs=[args.model, *args.compare])
         if path.suffix.lower() not in (".png", ".pdf", ".svg") and path == outputs[0]:
             raise ConfigError(f"-o {path}: the figure must be .png, .pdf or .svg")
     try:
@@ -109,11 +109,12 @@ def run(args: argparse.Namespace) -> int:
     from calogan.interpolate import data_trends, draw_traversal, traversal_trends, traverse
 
     ckpt = load_checkpoint(args.model)
-    t = traverse(
-        ckpt.model, args.vary, np.linspace(a, b, args.steps), fixed=fixed, particle=particle, n_average=args.n_average, seed=args.seed
-    )
+    with flag_names(key="--vary", fixed="--fix", particle="--particle", n_average="--n-average"):
+        t = traverse(
+            ckpt.model, args.vary, np.linspace(a, b, args.steps), fixed=fixed, particle=particle, n_average=args.n_average, seed=args.seed
+        )
     difference = args.vary == "theta" if args.difference is None else args.difference
-    draw_traversal(t, ckpt.model.geometry, outputs[0], difference=difference)
+    draw_traversal(t, ckpt.model.geometry, outputs[0], difference=difference, force=args.force)
 
     geometry = ckpt.model.geometry
     print(
@@ -152,8 +153,6 @@ def run(args: argparse.Namespace) -> int:
         for path in args.compare:
             trend_rows(f"{Path(path).name} (showers)", data_trends(read_showers(path), args.vary))
     if args.json:
-        tmp = outputs[1].parent / f".{outputs[1].name}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps({"model": str(args.model), "step": ckpt.step, **t.to_dict()}, indent=1))
-        os.replace(tmp, outputs[1])
+        write_text(outputs[1], json.dumps({"model": str(args.model), "step": ckpt.step, **t.to_dict()}, indent=1), force=args.force)
     print(f"wrote {outputs[0]}" + (f" and {outputs[1]}" if args.json else ""))
     return 0

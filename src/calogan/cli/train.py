@@ -14,7 +14,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train a model family (e.g. the ATLAS conditional WGAN-GP) on a shower file. The output folder "
         "receives config.yaml, last.pt (resumable), best.pt (best validation step) and log.jsonl.",
     )
-    p.add_argument("--config", help="training config YAML (e.g. configs/wgan_eplus.yaml); default: the built-in defaults")
+    p.add_argument(
+        "--config",
+        help="training config YAML (e.g. configs/wgan_eplus.yaml; 'extends: BASE.yaml' inherits); default: the built-in defaults",
+    )
     p.add_argument("--data", help="training shower file (overrides the config's 'data')")
     p.add_argument("-o", "--output", required=True, help="output folder, e.g. runs/wgan_eplus")
     p.add_argument(
@@ -25,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override a config option (YAML value), repeatable: --set lr_g=2e-4 --set model.lambda_gp=5",
     )
+    p.add_argument("--device", help="auto (CUDA when present), cpu or cuda[:N] (default: the config's, auto)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: the config's, else $CALOGAN_THREADS, else torch's own choice)")
     p.add_argument("--resume", action="store_true", help="continue the run in OUTPUT from its last.pt, bit for bit")
     p.add_argument("--force", action="store_true", help="start again in an OUTPUT that already holds a run")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -48,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.data:
         overrides.append(f"data={args.data}")
+    if args.device:
+        overrides.append(f"device={args.device}")
+    if args.threads is not None:
+        overrides.append(f"threads={args.threads}")
     if args.quiet:
         overrides.append("progress=false")
     config = apply_overrides(config, overrides)

@@ -101,7 +101,8 @@ class GANModel(nn.Module):
 
     Every model family subclasses this. The training loop (``calogan.training``) only calls:
 
-    - ``latent(n, generator=None)`` -> (n, latent_dim) noise on the model's device;
+    - ``latent(n, generator=None)`` -> (n, latent_dim) noise on the model's device (defined
+      here from ``config.latent_dim``);
     - ``forward(cond, z=None)`` -> (B, n_cells) generated showers in *model space*, the
       space of ``transform`` (``calogan.transforms``), given physical ``cond`` (B, n_cond);
     - ``discriminator_loss(real, cond)`` -> (loss, logs): one discriminator/critic update's
@@ -111,6 +112,7 @@ class GANModel(nn.Module):
     - ``generator_parameters()`` / ``discriminator_parameters()`` for the two optimisers;
     - ``prepare(data)`` once before a fresh run, to fit normalisations on the training data.
 
+    Generation goes through ``sample_cells(cond, z)`` -> (B, n_cells) cells in MeV.
     ``logs`` maps names to detached scalar tensors shown in the progress bar. Subclasses set
     ``family`` (the registry name) and keep their hyper-parameters in a frozen config
     dataclass passed as ``config``, so that a checkpoint can rebuild them.
@@ -133,10 +135,27 @@ class GANModel(nn.Module):
         """
 
     def latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        raise NotImplementedError
+        """(n, latent_dim) standard-normal noise on the model's device (drawn where ``generator`` lives)."""
+        device = generator.device if generator is not None else self.device
+        return torch.randn(n, self.config.latent_dim, generator=generator, device=device).to(self.device)
 
     def forward(self, cond: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
+
+    def sample_cells(self, cond: torch.Tensor, z: torch.Tensor, *, autocast: torch.dtype | None = None) -> torch.Tensor:
+        """Showers in MeV: (B, n_cond) physical conditions and (B, latent_dim) noise -> (B, n_cells) float32.
+
+        The generator's model-space output goes through the transform's inverse, always in
+        float32; with ``autocast`` (``torch.bfloat16`` or ``torch.float16``, for GPUs) the
+        generator itself runs under autocast. Every backend, the ONNX export and the latent
+        traversals make showers through this method.
+        """
+        if autocast is None:
+            x = self(cond, z)
+        else:
+            with torch.autocast(device_type=cond.device.type, dtype=autocast):
+                x = self(cond, z)
+        return self.transform.inverse(x.float(), cond[:, 0])  # (B, n_cells) MeV
 
     def discriminator_loss(self, real: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError

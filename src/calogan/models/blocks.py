@@ -23,7 +23,7 @@ __all__ = [
 
 
 class Swish(nn.Module):
-    """Trainable Swish activation ``x * sigmoid(beta * x)`` (Ramachandran et al.; seed 001).
+    """Trainable Swish activation ``x * sigmoid(beta * x)`` (Ramachandran et al.), the ATLAS GAN's activation.
 
     ``beta`` is learned, one per feature (``num_features``) or a single one (``num_features=1``);
     beta = 1 is SiLU, beta -> inf tends to ReLU, beta -> 0 to a linear x / 2. Shapes (B, F) ->
@@ -43,7 +43,7 @@ class Swish(nn.Module):
         return x * torch.sigmoid(beta * x)
 
 
-# -- CaloGAN blocks (arXiv:1705.02355, seed 003) ----------------------------------------------
+# -- CaloGAN blocks (arXiv:1705.02355 and the conditional CaloGAN, arXiv:1711.08813) ------------
 
 
 def _pair(v) -> tuple[int, int]:
@@ -223,12 +223,12 @@ class MinibatchDiscrimination(nn.Module):
 
 
 def hard_sparsity(x: torch.Tensor) -> torch.Tensor:
-    """Fraction of non-zero entries per sample (eq. 4 of seed 003). (B, ...) -> (B,); no gradient."""
+    """Fraction of non-zero entries per sample (eq. 4 of arXiv:1711.08813). (B, ...) -> (B,); no gradient."""
     return (x != 0).flatten(1).to(x.dtype).mean(1)
 
 
 def soft_sparsity(x: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
-    """Differentiable occupancy per sample (soft sparsity, eq. 5 of seed 003 as read here).
+    """Differentiable occupancy per sample (soft sparsity, eq. 5 of arXiv:1711.08813 as read here).
 
     Each entry counts s(x) = beta |x|^alpha / (beta |x|^alpha + 1), in [0, 1): exactly 0 at
     x = 0, 1/2 at |x| = beta^(-1 / alpha), and the indicator 1[x != 0] of eq. 4 in the limit

@@ -264,10 +264,6 @@ class CaloGAN(GANModel):
             raise ConfigError(f"cannot fit the sampling fraction: the training showers deposit no energy (E_tot/E = {f})")
         self.sampling_fraction.fill_(f)
 
-    def latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        device = generator.device if generator is not None else self.device
-        return torch.randn(n, self.config.latent_dim, generator=generator, device=device).to(self.device)
-
     def forward(self, cond: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         if z is None:
             z = self.latent(cond.shape[0])

@@ -1,4 +1,8 @@
-"""The conditional CaloGAN (seed 003): CaloGAN conditioned on xi = (E, x0, y0, theta, phi)."""
+"""The conditional CaloGAN: CaloGAN conditioned on xi = (E, x0, y0, theta, phi).
+
+After "Controlling Physical Attributes in GAN-Accelerated Simulation of Electromagnetic
+Calorimeters" (de Oliveira, Paganini and Nachman, arXiv:1711.08813).
+"""
 
 from __future__ import annotations
 
@@ -70,7 +74,7 @@ def blur_kernel(cell_size: tuple[float, float], blur_mm: float) -> tuple[int, in
 
 
 class CondCaloGAN(CaloGAN):
-    """Conditional CaloGAN (de Oliveira, Paganini, Nachman; seed 003) for any layered geometry.
+    """Conditional CaloGAN (de Oliveira, Paganini, Nachman; arXiv:1711.08813) for any layered geometry.
 
     Conditions: E and any of x0, y0, theta, phi (``ConditionSpec.keys``). The generator gets
     z * E / E_max concatenated with the encoded attributes: x0, y0, theta scaled to about

@@ -1,4 +1,8 @@
-"""The ATLAS conditional WGAN-GP on flat cells, with a second critic on physics variables."""
+"""The ATLAS conditional WGAN-GP on flat cells, with a second critic on physics variables.
+
+After Ghosh and Rousseau, "Generative Adversarial Networks for Fast Shower Simulation in ATLAS",
+the GAN of AtlFast3 (arXiv:2109.02551; ATL-SOFT-PUB-2020-006).
+"""
 
 from __future__ import annotations
 
@@ -44,10 +48,10 @@ class WGANConfig:
     E_inc (``"total+layers"``), standardised on the training data; with ``physics_scaling``
     ``"sqrt_e"`` their deviations from the mean are also multiplied by sqrt(E_inc / GeV), so
     that a calorimeter's stochastic a / sqrt(E) spread looks alike at every energy. It has
-    its own small gradient penalty ``physics_lambda_gp`` (seed 001: the penalty is what
+    its own small gradient penalty ``physics_lambda_gp`` (the ATLAS GAN's: the penalty is what
     stops a critic from using the sum) and enters the generator loss with weight
     ``physics_weight``. The variables are inputs to that critic, not functions it
-    differentiates through: the stop-gradient of seed 001. ``physics_batch_std`` also shows
+    differentiates through: the ATLAS GAN's stop-gradient. ``physics_batch_std`` also shows
     that critic the standard deviation of each variable over the batch (the minibatch
     standard deviation of Karras et al.), so that a too narrow energy resolution is visible
     in one look instead of having to be inferred from single showers.
@@ -237,10 +241,6 @@ class WGAN(GANModel):
             self.noise_scale.weight[:, 0] = slope.to(self.noise_scale.weight)
             self.noise_scale.bias.copy_((log_s.mean(0) - slope * c_e.mean()).to(self.noise_scale.bias))
 
-    def latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        device = generator.device if generator is not None else self.device
-        return torch.randn(n, self.config.latent_dim, generator=generator, device=device).to(self.device)
-
     def forward(self, cond: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         if z is None:
             z = self.latent(cond.shape[0])
@@ -267,7 +267,7 @@ class WGAN(GANModel):
         logs = {"w": (d_real.mean() - d_fake.mean()).detach(), "gp": gp.detach()}
         if self.physics is not None:
             # Physics variables enter this critic as inputs (computed without a graph): the
-            # stop-gradient of seed 001, so the cell critic's penalty never constrains them.
+            # ATLAS GAN's stop-gradient, so the cell critic's penalty never constrains them.
             with torch.no_grad():
                 p_real, p_fake = self.physics_variables(real, cond), self.physics_variables(fake, cond)
             q_real, q_fake = self._physics_critic(p_real, c), self._physics_critic(p_fake, c)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.special import gammainc
 
 from calogan.simulate.deposit import Spots, Tracks, layer_of, track_spots
 from calogan.simulate.materials import Media
@@ -198,8 +199,6 @@ def em_spots(
     (D,) float32, per-spot ones (D, m), and per-shower values reach them by ``np.repeat``
     (the depths of a shower are contiguous): this is the simulator's hot path.
     """
-    from scipy.special import gammainc
-
     f32 = np.float32
     e_gev = np.asarray(e_gev, dtype=np.float64)
     t_start = np.asarray(t_start, dtype=np.float64)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 
 from calogan.data import particle_code, particle_name
 from calogan.errors import ConfigError
+from calogan.runtime import write_text
 
 __all__ = [
     "PARAMS_FORMAT",
@@ -458,22 +458,8 @@ def load_params(path: str | Path) -> SimParams:
 
 
 def save_params(params: SimParams, path: str | Path, *, force: bool = False) -> Path:
-    """Write parameters as JSON, atomically (temporary file, then rename)."""
-    path = Path(path)
-    if path.exists() and not force:
-        raise ConfigError(f"{path}: exists; pass --force to overwrite it")
-    if not path.parent.is_dir():
-        raise ConfigError(f"{path}: directory {path.parent} does not exist")
-    if not os.access(path.parent, os.W_OK):
-        raise ConfigError(f"{path}: directory {path.parent} is not writable")
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        tmp.write_text(json.dumps(params.to_dict(), indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    """Write parameters as JSON, atomically (``calogan.runtime.write_text``)."""
+    return write_text(path, json.dumps(params.to_dict(), indent=2) + "\n", force=force, error=ConfigError)
 
 
 def default_params(particle: str) -> SimParams:
