@@ -136,3 +136,25 @@ def test_calogan_geometry_vectorised():
     np.testing.assert_allclose(o["e_layer_0"] + o["e_layer_1"] + o["e_layer_2"], o["e_tot"])
     assert np.isnan(o["shower_depth"][3]) and o["n_hit"][3] == 0
     assert np.isfinite(np.delete(o["shower_depth"], 3)).all()
+
+
+def test_layer_hits_core_fraction_and_rings_exact(toy_geometry):
+    cells = _toy_cells(toy_geometry)
+    np.testing.assert_array_equal(ob.layer_hits(cells, toy_geometry), [[2, 1], [0, 0], [0, 9]])
+    np.testing.assert_array_equal(ob.layer_hits(cells, toy_geometry, threshold=10.0), [[1, 1], [0, 0], [0, 0]])
+    # the 4 hottest of the front 8 cells hold all of it; the back layer of 9 cells: 4 of 9 uniform cells
+    core = ob.core_fraction(cells, toy_geometry, k=4)
+    assert core[0].tolist() == [1.0, 1.0] and np.isnan(core[1]).all()
+    assert np.isnan(core[2, 0]) and core[2, 1] == pytest.approx(4 / 9)
+    assert ob.core_fraction(cells, toy_geometry, k=1)[0].tolist() == [0.75, 1.0]
+    # back cells of 20 mm: the centre at r = 0, four edge cells at 20 mm, four corners at 28.3 mm
+    edges = [0.0, 10.0, 25.0, 30.0]
+    np.testing.assert_array_equal(ob.ring_energy(cells, toy_geometry, 1, edges), [[60, 0, 0], [0, 0, 0], [1, 4, 4]])
+    np.testing.assert_array_equal(ob.ring_hits(cells, toy_geometry, 1, edges), [[1, 0, 0], [0, 0, 0], [1, 4, 4]])
+    # front cells (x = +-5, y = +-2.5, +-7.5): r = 5.6 and 9.0 mm; a ring ending before the far cells leaves them out
+    np.testing.assert_array_equal(ob.ring_energy(cells, toy_geometry, 0, [0.0, 6.0]), [[0], [0], [0]])
+    np.testing.assert_array_equal(ob.ring_energy(cells, toy_geometry, 0, [6.0, 10.0]), [[40], [0], [0]])
+    with pytest.raises(ValueError, match="increasing"):
+        ob.ring_energy(cells, toy_geometry, 0, [5.0, 1.0])
+    with pytest.raises(ValueError, match="k must be"):
+        ob.core_fraction(cells, toy_geometry, k=0)

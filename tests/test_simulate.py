@@ -11,9 +11,10 @@ from calogan.errors import ConfigError
 from calogan.geometry import Geometry, GeometryError, Layer, preset
 from calogan.io import inspect, read_showers
 from calogan.simulate import BLOCK, Distribution, default_params, iter_simulate, load_params, media, save_params, simulate
-from calogan.simulate.deposit import CellMap, Spots, Tracks, deposit
+from calogan.simulate.deposit import CellMap, Spots, Tracks, deposit, sampled_share
+from calogan.simulate.em import TINY_MEV, halo_spots, mean_quantum, quanta, quantum_energies
 from calogan.simulate.materials import layer_composition
-from calogan.simulate.params import SimParams
+from calogan.simulate.params import Halo, SimParams
 
 
 def test_layer_media_follow_the_materials():
@@ -91,6 +92,140 @@ def test_active_sampling_fluctuations_have_the_spot_model_moments():
     h = _one_cell(None)
     exact = deposit(spots, tracks, np.ones(n), CellMap.build(h), media(h), "active", np.random.default_rng(1))
     np.testing.assert_array_equal(exact[:, 0], 400.0)
+
+
+def test_sampled_share_is_a_compound_poisson_with_the_given_moments():
+    """N ~ Poisson(mean/g) grains of exponential energy g = var/(2 mean): zero with probability
+    exp(-mean/g), mean and variance as given."""
+    n = 200_000
+    rng = np.random.default_rng(3)
+    x = sampled_share(rng, np.full(n, 0.1), np.full(n, 0.09))  # g = 0.45 MeV, mean/g = 2/9
+    p0 = math.exp(-0.1 / 0.45)
+    assert (x == 0).mean() == pytest.approx(p0, abs=4 * math.sqrt(p0 * (1 - p0) / n))
+    assert x.mean() == pytest.approx(0.1, abs=4 * math.sqrt(0.09 / n))
+    assert x.var() == pytest.approx(0.09, rel=0.04)
+    big = sampled_share(rng, np.full(n, 1000.0), np.full(n, 900.0))  # many grains: no zero, Gaussian-like
+    assert (big > 0).all() and big.mean() == pytest.approx(1000.0, abs=0.5) and big.var() == pytest.approx(900.0, rel=0.02)
+
+
+def test_quantum_spectrum_log_normal_with_a_faint_tail():
+    hp = Halo(energy_mev=0.7, energy_sigma=0.8, tiny=0.2)
+    e = quantum_energies(np.random.default_rng(0), 400_000, hp)
+    assert e.dtype == np.float32 and e.min() >= TINY_MEV * (1 - 1e-6)
+    assert e.mean() == pytest.approx(mean_quantum(hp), rel=0.01)
+    # the faint fifth is log-uniform from 1 keV to the median: 1/ln(700) of it per e-fold
+    faint = (e < 0.01).mean()
+    assert faint == pytest.approx(0.2 * math.log(10) / math.log(700) + 0.8 * 0.0, abs=0.004)
+    plain = quantum_energies(np.random.default_rng(0), 400_000, Halo(energy_mev=0.7, energy_sigma=0.8))
+    assert np.median(plain) == pytest.approx(0.7, rel=0.01) and np.log(plain).std() == pytest.approx(0.8, rel=0.01)
+    assert mean_quantum(Halo(energy_mev=0.7, energy_sigma=0.8)) == pytest.approx(0.7 * math.exp(0.32))
+
+
+def test_quanta_are_seen_whole_in_part_or_not_at_all():
+    from calogan.simulate.em import seen
+
+    hp = Halo(ehat=0.72, whole=0.07)
+    sf = 0.25
+    frac = seen(np.random.default_rng(4), 200_000, hp, sf) * sf
+    assert (frac == 0).mean() == pytest.approx(1 - 0.07 - 3 * (0.18 - 0.07), abs=0.005)
+    assert (frac == 1).mean() == pytest.approx(0.07, abs=0.003) and frac.max() == pytest.approx(1.0)
+    assert frac.mean() == pytest.approx(0.72 * sf, rel=0.01)
+    assert (seen(np.random.default_rng(4), 1000, Halo(ehat=0.2, whole=0.5), sf) * sf <= 1.0).all()  # whole capped at the mean share
+
+
+def test_quanta_keep_the_energy_on_average():
+    hp = Halo(energy_mev=0.7, energy_sigma=0.8, merge=1.0)
+    mean_q = 0.7 * math.exp(0.32)
+    energy = np.concatenate([np.full(100_000, 0.2), np.full(10, 50.0)]).astype(np.float32)
+    made = quanta(np.random.default_rng(1), energy, hp)
+    light = energy[:100_000]
+    np.testing.assert_array_equal(made, np.flatnonzero(light > 0))
+    kept = light > 0
+    assert kept.mean() == pytest.approx(0.2 / mean_q, abs=0.005)  # survival: energy over the mean quantum
+    assert light.mean() == pytest.approx(0.2, rel=0.02)  # the same energy on average
+    assert np.median(light[kept]) == pytest.approx(0.7, rel=0.03)  # as whole quanta
+    assert (energy[100_000:] == 50.0).all()  # heavier spots are left alone
+
+
+def test_halo_quanta_fly_from_spots_and_take_their_energy():
+    g = preset("calogan")
+    m = media(g)
+    n, k = 400, 50
+    counts = np.full(n, k)
+    starts = np.arange(n) * k
+    s = np.full(n * k, 100.0, dtype=np.float32)
+    zero = np.zeros(n * k, dtype=np.float32)
+    hp = Halo(per_gev=10.0, exponent=1.0, flight_x0=2.0, min_flight_x0=4.0, forward=0.6, energy_mev=0.5, energy_sigma=0.5)
+    e = np.full(n, 20.0)
+    budget = np.full(n, 20_000.0)
+    (spots,), e_halo = halo_spots(
+        np.random.default_rng(2), counts, starts, s, zero, zero, np.arange(n), e, budget, m, hp, default_params("e+").em.sampling, True
+    )
+    assert len(spots) == pytest.approx(n * 200, rel=0.02)  # Poisson mean 10 x 20 per shower
+    np.testing.assert_allclose(np.bincount(spots.shower, weights=spots.energy, minlength=n), e_halo, rtol=1e-5)
+    x0 = m.x0[m.reference_layer()]
+    flight = np.sqrt((spots.s - 100.0) ** 2 + spots.u**2 + spots.v**2)
+    assert flight.min() >= 4.0 * x0 * (1 - 1e-5)
+    assert (flight - 4.0 * x0).mean() == pytest.approx(2.0 * x0, rel=0.02)
+    assert ((spots.s - 100.0) / flight).mean() == pytest.approx(0.6 / 3, abs=0.01)  # density (1 + 0.6 c)/2: mean c = 0.2
+    assert np.median(spots.energy) == pytest.approx(0.5, rel=0.03) and spots.stochastic == 0
+    sf = m.sf_mip[m.reference_layer()]
+    assert np.mean(spots.ehat) * sf == pytest.approx(hp.ehat * sf, rel=0.03)  # mean share ehat f_mip, each 0, whole or a part
+    # a shower never gives more than half its deposit to quanta
+    (capped,), e_cap = halo_spots(
+        np.random.default_rng(2),
+        counts,
+        starts,
+        s,
+        zero,
+        zero,
+        np.arange(n),
+        e,
+        np.full(n, 100.0),
+        m,
+        hp,
+        default_params("e+").em.sampling,
+        False,
+    )
+    np.testing.assert_allclose(e_cap, 50.0, rtol=1e-5)
+    np.testing.assert_allclose(np.bincount(capped.shower, weights=capped.energy, minlength=n), 50.0, rtol=1e-4)
+
+
+def test_light_spots_and_quanta_keep_the_mean_shower():
+    """The light tail, early and late spots and the quanta change how a shower's energy is
+    cut into deposits, not where it goes on average: mean layer energies and layer-1 widths
+    stay, while many more cells are hit."""
+    from dataclasses import replace
+
+    from calogan import observables as ob
+
+    p = default_params("e+")
+    em = p.em
+    plain = replace(
+        em,
+        radial=replace(em.radial, outer_spots=1.0),
+        deposit=replace(em.deposit, early_spots=0.0, late_spots=0.0),
+        halo=replace(em.halo, per_gev=0.0, merge=0.0),
+    )
+    light = replace(
+        plain,
+        radial=replace(em.radial, outer_spots=3.0),
+        deposit=replace(em.deposit, early_spots=0.2, late_spots=0.3, lateral=4),
+        halo=replace(plain.halo, merge=1.0),
+    )
+    e = np.full(3000, 20.0)
+    a = simulate("calogan", "e+", e, seed=1, params=replace(p, em=plain))
+    b = simulate("calogan", "e+", e, seed=2, params=replace(p, em=light))
+    g = a.geometry
+    ea, eb = ob.layer_energies(a.cells, g).mean(axis=0), ob.layer_energies(b.cells, g).mean(axis=0)
+    np.testing.assert_allclose(eb[:2], ea[:2], rtol=0.01)
+    # the back layer holds 0.1 % of the energy, in a few showers: compared within 4 standard errors
+    la, lb = ob.layer_energies(a.cells, g)[:, 2], ob.layer_energies(b.cells, g)[:, 2]
+    assert abs(eb[2] - ea[2]) < 4 * math.hypot(la.std(), lb.std()) / math.sqrt(len(e))
+    wa, wb = np.nanmean(ob.width(a.cells, g, "x")[:, 1]), np.nanmean(ob.width(b.cells, g, "x")[:, 1])
+    assert wb == pytest.approx(wa, rel=0.02)
+    ha, hb = ob.layer_hits(a.cells, g).mean(axis=0), ob.layer_hits(b.cells, g).mean(axis=0)
+    assert (hb > 1.3 * ha).all()
 
 
 def test_same_seed_same_showers_other_seed_other_showers():
@@ -199,6 +334,28 @@ def test_pions_punch_through_and_deposit_little():
     assert 0.15 < (e_tot / 50_000).mean() < 0.5
 
 
+def test_pion_radii_and_visible_share_follow_the_energy():
+    """r_slope widens the hadronic part above 10 GeV and narrows it below; visible_slope does
+    the same to its visible share (the factors are (E / 10 GeV)^slope)."""
+    from dataclasses import replace
+
+    from calogan import observables as ob
+
+    p = default_params("pi+")
+    hp = p.hadronic
+
+    def showers(energy, **kw):
+        return simulate("calogan", "pi+", np.full(1500, energy), seed=4, params=replace(p, hadronic=replace(hp, **kw)))
+
+    def width(d):
+        return np.nanmean(ob.width(d.cells, d.geometry, "x")[:, 2])
+
+    for energy, sign in ((80.0, 1), (3.0, -1)):
+        assert sign * (width(showers(energy, r_slope=0.5)) - width(showers(energy, r_slope=0.0))) > 0
+        e0, e1 = showers(energy, visible_slope=0.0).cells.sum(1).mean(), showers(energy, visible_slope=0.5).cells.sum(1).mean()
+        assert sign * (e1 / e0 - 1) > 0.03
+
+
 def test_polar_layers_and_calochallenge_xml(tmp_path):
     polar = Geometry(
         "polar",
@@ -282,6 +439,23 @@ def test_params_round_trip_and_validation(tmp_path):
         load_params(path)
     with pytest.raises(ConfigError, match="need a 'hadronic' section"):
         SimParams("pi+")
+    # a version-1 file (no soft photons, light spots or energy-dependent pions) reads with
+    # the new keys at values that leave them out
+    d = json.loads(json.dumps(p.to_dict()))
+    d["version"] = 1
+    del d["em"]["halo"], d["em"]["radial"]["outer_spots"], d["em"]["deposit"]["late_spots"]
+    path.write_text(json.dumps(d))
+    old = load_params(path)
+    assert old.em.halo.per_gev == 0 and old.em.halo.merge == 0 and old.em.radial.outer_spots == 1 and old.em.deposit.late_spots == 0
+    assert old.em.longitudinal == p.em.longitudinal
+    d["version"] = 2
+    path.write_text(json.dumps(d))
+    with pytest.raises(ConfigError, match=r"em.radial: missing key\(s\) outer_spots"):
+        load_params(path)
+    d["version"] = 3
+    path.write_text(json.dumps(d))
+    with pytest.raises(ConfigError, match="version 3, this calogan reads versions 1 to 2"):
+        load_params(path)
     assert default_params("e-").particle == "e-" and default_params("pi-").hadronic == default_params("pi+").hadronic
 
 

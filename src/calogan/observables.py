@@ -34,17 +34,21 @@ __all__ = [
     "apply_threshold",
     "cell_spectrum",
     "centroid",
+    "core_fraction",
     "depth_width",
     "e_ratio",
     "energy_fractions",
     "high_level",
     "hottest_cell",
     "layer_energies",
+    "layer_hits",
     "n_hit",
     "observable_label",
     "observable_names",
     "observable_unit",
     "response",
+    "ring_energy",
+    "ring_hits",
     "shower_depth",
     "sparsity",
     "total_energy",
@@ -214,6 +218,55 @@ def cell_spectrum(cells: np.ndarray, threshold: float = 0.0) -> np.ndarray:
     """
     cells = np.asarray(cells)
     return cells[cells > threshold].astype(np.float64)
+
+
+def layer_hits(cells: np.ndarray, geometry: Geometry, threshold: float = 0.0) -> np.ndarray:
+    """(N, n_cells) -> (N, n_layers) number of each layer's cells with energy > ``threshold`` MeV."""
+    hit = _as_cells(cells, geometry) > threshold
+    return np.stack([hit[:, geometry.layer_slice(i)].sum(axis=1) for i in range(geometry.n_layers)], axis=1).astype(np.float64)
+
+
+def core_fraction(cells: np.ndarray, geometry: Geometry, k: int = 4) -> np.ndarray:
+    """(N, n_cells) -> (N, n_layers) share of each layer's energy in its ``k`` hottest cells.
+
+    The lateral containment of a shower (k = 4: the cells around a beam that enters at a
+    cell corner); 1 for a layer of at most k cells, NaN for an empty layer.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    cells = _as_cells(cells, geometry)
+    out = np.empty((cells.shape[0], geometry.n_layers))
+    for i, layer in enumerate(geometry.layers):
+        c = cells[:, geometry.layer_slice(i)]
+        top = c if layer.n_cells <= k else np.partition(c, layer.n_cells - k, axis=1)[:, -k:]
+        out[:, i] = _ratio(top.sum(axis=1), c.sum(axis=1))
+    return out
+
+
+def _rings(geometry: Geometry, layer: int, edges) -> np.ndarray:
+    """(n_cells of the layer,) ring index of every cell of ``layer`` by its centre's distance from the z axis; -1 outside."""
+    edges = np.asarray(edges, dtype=np.float64)
+    if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
+        raise ValueError(f"ring edges must be increasing, got {edges.tolist()}")
+    x, y = geometry.layers[layer].cell_centres()
+    r = np.hypot(x.ravel(), y.ravel())
+    ring = np.searchsorted(edges, r, side="right") - 1
+    return np.where(r < edges[-1], ring, -1)
+
+
+def ring_energy(cells: np.ndarray, geometry: Geometry, layer: int, edges) -> np.ndarray:
+    """(N, n_cells) -> (N, R) energy in MeV of the cells of ``layer`` whose centres lie
+    edges[k] <= r < edges[k + 1] mm from the z axis (R = len(edges) - 1): the radial profile."""
+    cells = _as_cells(cells, geometry)[:, geometry.layer_slice(layer)]
+    ring = _rings(geometry, layer, edges)
+    return np.stack([cells[:, ring == k].sum(axis=1) for k in range(len(edges) - 1)], axis=1)
+
+
+def ring_hits(cells: np.ndarray, geometry: Geometry, layer: int, edges, threshold: float = 0.0) -> np.ndarray:
+    """(N, n_cells) -> (N, R) number of the cells of ``ring_energy``'s rings with energy > ``threshold`` MeV."""
+    hit = (_as_cells(cells, geometry)[:, geometry.layer_slice(layer)] > threshold).astype(np.float64)
+    ring = _rings(geometry, layer, edges)
+    return np.stack([hit[:, ring == k].sum(axis=1) for k in range(len(edges) - 1)], axis=1)
 
 
 def observable_names(geometry: Geometry) -> list[str]:

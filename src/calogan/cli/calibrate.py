@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 
 __all__ = ["register", "run"]
 
@@ -13,8 +14,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="fit the parametrized simulator to reference showers and print the comparison table",
         description=(
             "Fit the built-in simulator's parameters to a CaloGAN-format file of reference showers (e.g. Geant4) and print, "
-            "per energy bin, reference against simulator: mean response, resolution, layer fractions, shower depth and "
-            "layer-1 widths, with the targets and pass/fail. With --check, only print the table for existing parameters."
+            "per energy bin, reference against simulator: mean response, resolution, layer fractions, shower depth, "
+            "layer-1 widths, hit cells per layer and empty layers, with the targets and pass/fail; then the cell-energy "
+            "spectrum of every layer and the classifier AUC (the one 'calogan evaluate' trains) of simulator against "
+            "reference. With --check, only print them for existing parameters."
         ),
     )
     p.add_argument("reference", help="reference showers (CaloGAN or CaloChallenge HDF5)")
@@ -30,12 +33,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--em-params",
         help="pions only: take the EM part's parameters (pi0 showers) from this e+ parameter file (default: the shipped e+ ones)",
     )
-    p.add_argument("--stages", help="comma-separated fit stages (EM: longitudinal,radial,response,sampling; pions: mip,shower,sampling)")
+    p.add_argument(
+        "--stages", help="comma-separated fit stages (EM: longitudinal,radial,cells,response,sampling; pions: mip,shower,sampling)"
+    )
     p.add_argument("--check", action="store_true", help="fit nothing: compare the --start (or shipped) parameters with the reference")
     p.add_argument("--limit", type=int, default=20_000, help="use the first LIMIT showers (default 20000)")
     p.add_argument("--bin-width", type=float, default=10.0, help="energy bin width of the table in GeV (default 10)")
     p.add_argument("--oversample", type=int, default=2, help="simulated showers per reference shower (default 2)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the fit and the comparison (default 0)")
+    p.add_argument("--no-classifier", action="store_true", help="skip the classifier test (the slowest part of the check)")
+    p.add_argument(
+        "--classifier-runs",
+        type=int,
+        default=None,
+        metavar="K",
+        help="independent runs averaged into each classifier AUC (default: as calogan evaluate, 5)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.set_defaults(func=run)
 
@@ -77,6 +90,10 @@ def _command(args: argparse.Namespace) -> str:
             words += [f"--{option.replace('_', '-')}", str(value)]
     if args.check:
         words.append("--check")
+    if args.no_classifier:
+        words.append("--no-classifier")
+    elif args.classifier_runs is not None:
+        words += ["--classifier-runs", str(args.classifier_runs)]
     return " ".join(shlex.quote(w) for w in words)
 
 
@@ -88,6 +105,27 @@ def _sha256(path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _classifier(ref, sim, seed: int, runs: int | None) -> dict:
+    """Print and return the low- and high-level classifier AUCs of ``sim`` against ``ref``
+    with their floor, as ``calogan evaluate`` measures them (``calogan.metrics``)."""
+    from dataclasses import replace
+
+    from calogan import metrics
+
+    out = {}
+    for level in ("low", "high"):
+        config = metrics.default_classifier(level)
+        config = config if runs is None else replace(config, n_runs=runs)
+        result, floor = metrics.classifier_with_floor(ref, sim, level=level, config=config, seed=seed)
+        print(
+            f"classifier AUC ({level}-level, {result.n_test} test showers): {result.auc:.3f} +- {result.auc_uncertainty:.3f}"
+            f" (floor, reference against itself: {floor.auc:.3f} +- {floor.auc_uncertainty:.3f})"
+        )
+        out[f"auc_{level}"] = round(result.auc, 4)
+        out[f"floor_{level}"] = round(floor.auc, 4)
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,7 +141,10 @@ def run(args: argparse.Namespace) -> int:
     from calogan.errors import ConfigError
     from calogan.runtime import check_output
     from calogan.simulate import default_params, load_params, save_params, simulate
-    from calogan.simulate.calibrate import calibrate, compare, format_table, summary
+    from calogan.simulate.calibrate import calibrate, compare, format_spectrum, format_table, spectrum_rows, summary
+
+    if args.classifier_runs is not None and args.classifier_runs < 1:
+        raise ConfigError(f"--classifier-runs must be >= 1, got {args.classifier_runs}")
 
     if args.output is None and not args.check:
         raise ConfigError("-o/--output is required (or pass --check to compare without fitting)")
@@ -170,7 +211,11 @@ def run(args: argparse.Namespace) -> int:
         rows = compare(data, sim, args.bin_width)
         print(f"\n{particle}, {conv} convention: {Path(args.reference if conv == convention else args.pair).name} against the simulator")
         print(format_table(rows, labels=("reference", "param")))
+        print(f"\ncell-energy spectra, {conv} convention (hit cells per shower; quantiles of the hit-cell energies)")
+        print(format_spectrum(spectrum_rows(data, sim, args.bin_width)))
         tables[conv] = summary(rows)
+        if not args.no_classifier:
+            tables[conv]["classifier"] = _classifier(data, sim.select(slice(0, len(data))), args.seed, args.classifier_runs)
     if args.output is not None:
         files = [args.reference] + ([args.pair] if args.pair else [])
         provenance = {
@@ -180,6 +225,7 @@ def run(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "oversample": args.oversample,
             "calogan_version": __version__,
+            "date": datetime.now(UTC).strftime("%Y-%m-%d"),
             "fitted": [] if args.check else fitted,
             "started_from": str(args.start) if args.start else f"shipped {particle} parameters",
             **({"em_part_from": str(args.em_params) if args.em_params else "shipped e+ parameters"} if start.is_hadron else {}),

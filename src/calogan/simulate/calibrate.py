@@ -4,7 +4,11 @@ The comparison (``compare``) is the acceptance test of the shipped parameters: p
 incident energy, Geant4 against the simulator for the mean response E_tot/E_inc (within 2 %),
 the resolution (half the central 68 % interval of E_tot/E_inc over its mean, within 20 %),
 the mean layer fractions (within 0.03), the mean shower depth s_d = sum_i i E_i / E_tot
-(within 5 %) and the energy-weighted RMS width of layer 1 along x and y (within 5 %).
+(within 5 %), the energy-weighted RMS width of layer 1 along x and y (within 5 %), the mean
+number of hit cells of every layer (within 10 %) and the share of showers that leave a layer
+empty (within 0.03, for layers empty in either sample). The per-shower observables are those
+of ``calogan.observables``, so the table and ``calogan evaluate`` measure the same things.
+``spectrum_rows`` adds the cell-energy spectrum of every layer per bin (reported, no target).
 
 The fit (``calibrate``) runs in stages, each a small least-squares problem with common random
 numbers so that the objective is smooth in the parameters:
@@ -12,8 +16,12 @@ numbers so that the objective is smooth in the parameters:
 1. longitudinal: the GFlash corrections from the mean layer fractions, with layer energies
    integrated analytically (incomplete Gamma functions) over fixed per-shower fluctuations;
 2. radial: core and tail scales from the mean widths of every layer, by simulation;
-3. response: the loss distribution from the mean response and resolution (``total``);
-4. sampling: e/mip(tau) from the active/total ratio of every layer and the sampling term from
+3. cells: the cell-level structure by simulation (the soft-photon quanta, the light tail,
+   early and late spots, and the radial profile with them) from the hit cells per layer,
+   the empty back layers, the radial profile out to the edge, the cell-energy spectra and
+   the widths (``cell_structure``);
+4. response: the loss distribution from the mean response and resolution (``total``);
+5. sampling: e/mip(tau) from the active/total ratio of every layer and the sampling term from
    its shower-by-shower spread, when the reference comes with its other-convention partner
    (the Geant4 ``_total`` and ``_active`` files hold the same showers); from the response and
    resolution of an ``active`` reference alone otherwise.
@@ -30,23 +38,29 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from calogan import metrics
+from calogan import observables as obs
 from calogan.data import ShowerData
 from calogan.errors import ConfigError
 from calogan.simulate.deposit import Tracks
 from calogan.simulate.em import profiles, track_losses
 from calogan.simulate.materials import Media, media
-from calogan.simulate.params import Deposit, EMParams, HadronicParams, Longitudinal, Radial, Sampling, SimParams
+from calogan.simulate.params import Deposit, EMParams, HadronicParams, Halo, Longitudinal, Radial, Sampling, SimParams
 from calogan.simulate.simulator import simulate
 
 __all__ = [
+    "SPECTRUM_QUANTILES",
     "TOLERANCES",
     "Row",
+    "SpectrumRow",
     "calibrate",
+    "cell_structure",
     "compare",
+    "format_spectrum",
     "format_table",
     "layer_fractions_expected",
     "resolution",
     "shower_observables",
+    "spectrum_rows",
     "summary",
 ]
 
@@ -57,9 +71,11 @@ TOLERANCES = {
     "fraction": ("abs", 0.03),
     "depth": ("rel", 0.05),
     "width": ("rel", 0.05),
+    "hits": ("rel", 0.10),
+    "empty": ("abs", 0.03),
 }
 _MIN_BIN = 20  # showers a bin needs to be compared
-EM_STAGES = ("longitudinal", "radial", "response", "sampling")
+EM_STAGES = ("longitudinal", "radial", "cells", "response", "sampling")
 HADRON_STAGES = ("mip", "shower", "sampling")
 
 
@@ -69,26 +85,25 @@ def resolution(ratio: np.ndarray) -> float:
 
 
 def shower_observables(data: ShowerData) -> dict[str, np.ndarray]:
-    """Per-shower observables of the table: e_inc (N,), response (N,), fractions (N, L),
-    depth s_d (N,) and the layer-1 widths width_x, width_y (N,) in mm (NaN where the layer
-    is empty). Showers that deposit nothing have NaN fractions and depth.
+    """Per-shower observables of the table, from ``calogan.observables``: e_inc (N,),
+    response (N,), fractions (N, L), depth s_d (N,), the layer-1 widths width_x, width_y (N,)
+    in mm (NaN where the layer is empty), hits (N, L) the cells with energy > 0 per layer and
+    empty (N, L) 1 where a layer holds no energy. Showers that deposit nothing have NaN
+    fractions and depth.
     """
     g = data.geometry
-    layer_e = g.layer_sums(data.cells.astype(np.float64))
-    e_tot = layer_e.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        frac = layer_e / e_tot[:, None]
-        depth = (layer_e * np.arange(g.n_layers)).sum(axis=1) / e_tot
-    out = {"e_inc": data.e_inc, "response": e_tot / (1000.0 * data.e_inc), "fractions": frac, "depth": depth}
+    cells = data.cells.astype(np.float64)
     li = 1 if g.n_layers > 1 else 0
-    cells = data.cells[:, g.layer_slice(li)].astype(np.float64)
-    xs, ys = (c.ravel() for c in g.layers[li].cell_centres())
-    e = cells.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for axis, c in (("x", xs), ("y", ys)):
-            m = cells @ c / e
-            out[f"width_{axis}"] = np.sqrt(np.maximum(cells @ (c * c) / e - m * m, 0.0))
-    return out
+    return {
+        "e_inc": data.e_inc,
+        "response": obs.response(cells, data.e_inc),
+        "fractions": obs.energy_fractions(cells, g),
+        "depth": obs.shower_depth(cells, g),
+        "width_x": obs.width(cells, g, "x")[:, li],
+        "width_y": obs.width(cells, g, "y")[:, li],
+        "hits": obs.layer_hits(cells, g),
+        "empty": (obs.layer_energies(cells, g) <= 0).astype(np.float64),
+    }
 
 
 @dataclass(frozen=True)
@@ -121,6 +136,9 @@ def _bin_stats(obs: dict[str, np.ndarray], sel: np.ndarray) -> dict[str, float]:
     stats["depth"] = float(np.nanmean(obs["depth"][sel]))
     for axis in ("x", "y"):
         stats[f"width_{axis}"] = float(np.nanmean(obs[f"width_{axis}"][sel]))
+    for key in ("hits", "empty"):
+        for i, value in enumerate(obs[key][sel].mean(axis=0)):
+            stats[f"{key}_{i}"] = float(value)
     return stats
 
 
@@ -141,6 +159,9 @@ def _bin_errors(obs: dict[str, np.ndarray], sel: np.ndarray, stats: dict[str, fl
         v = obs[key][sel]
         v = v[np.isfinite(v)]
         err[key] = float(v.std() / math.sqrt(max(len(v), 1)) / stats[key])
+    for i, (h, e) in enumerate(zip(obs["hits"][sel].T, obs["empty"][sel].T)):
+        err[f"hits_{i}"] = float(h.std() / math.sqrt(n) / stats[f"hits_{i}"]) if stats[f"hits_{i}"] > 0 else math.nan
+        err[f"empty_{i}"] = float(e.std() / math.sqrt(n))
     return err
 
 
@@ -166,6 +187,8 @@ def compare(ref: ShowerData, sim: ShowerData, bin_width: float = 10.0) -> list[R
         label = f"{lo:g}-{hi:g}"
         for key in a:
             family = key.split("_")[0]
+            if family == "empty" and a[key] == 0 and b[key] == 0:
+                continue  # a layer never empty in either sample: nothing to compare
             kind, tol = TOLERANCES[family]
             dev = b[key] - a[key] if kind == "abs" else (b[key] / a[key] - 1.0 if a[key] != 0 else math.inf)
             rows.append(Row(label, key, int(rs.sum()), int(ss.sum()), a[key], b[key], float(dev), tol, kind, err[key]))
@@ -205,6 +228,65 @@ def format_table(rows: list[Row], labels: tuple[str, str] = ("Geant4", "param"))
     s = summary(rows)
     lines.append("-" * len(head))
     lines.append(f"passed {s['passed']}/{s['total']}: " + ", ".join(f"{k} {v}" for k, v in s["per_observable"].items()))
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class SpectrumRow:
+    """The cell-energy spectrum of one layer in one energy bin: hit cells per shower,
+    quantiles of the hit-cell energies (MeV) and the separation power of log10 E_cell."""
+
+    bin: str
+    layer: int
+    hits_ref: float
+    hits_sim: float
+    quantiles: tuple[float, ...]
+    ref: tuple[float, ...]
+    sim: tuple[float, ...]
+    separation: float
+
+
+SPECTRUM_QUANTILES = (0.1, 0.5, 0.9)
+
+
+def spectrum_rows(ref: ShowerData, sim: ShowerData, bin_width: float = 10.0) -> list[SpectrumRow]:
+    """The cell-energy spectra of reference and simulation per ``bin_width`` GeV bin and layer.
+
+    Bins with fewer than 20 showers in either sample are left out, as in ``compare``; a
+    layer with no hit cell in either sample gets NaN quantiles and separation.
+    """
+
+    if bin_width <= 0:
+        raise ConfigError(f"bin width must be > 0 GeV, got {bin_width}")
+    g = ref.geometry
+    top = max(ref.e_inc.max(), sim.e_inc.max())
+    edges = np.arange(0.0, top + bin_width, bin_width)
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        rs = (ref.e_inc >= lo) & (ref.e_inc < hi)
+        ss = (sim.e_inc >= lo) & (sim.e_inc < hi)
+        if rs.sum() < _MIN_BIN or ss.sum() < _MIN_BIN:
+            continue
+        for li in range(g.n_layers):
+            a = obs.cell_spectrum(ref.cells[rs][:, g.layer_slice(li)])
+            b = obs.cell_spectrum(sim.cells[ss][:, g.layer_slice(li)])
+            nan = (math.nan,) * len(SPECTRUM_QUANTILES)
+            qa = tuple(np.quantile(a, SPECTRUM_QUANTILES)) if len(a) else nan
+            qb = tuple(np.quantile(b, SPECTRUM_QUANTILES)) if len(b) else nan
+            sep = metrics.separation_power(np.log10(a), np.log10(b), n_boot=0).value if len(a) and len(b) else math.nan
+            rows.append(SpectrumRow(f"{lo:g}-{hi:g}", li, len(a) / rs.sum(), len(b) / ss.sum(), SPECTRUM_QUANTILES, qa, qb, sep))
+    return rows
+
+
+def format_spectrum(rows: list[SpectrumRow], labels: tuple[str, str] = ("reference", "param")) -> str:
+    """The spectra as text: hit cells per shower and hit-cell energy quantiles, reference / simulation."""
+    qs = "/".join(f"q{round(100 * q)}" for q in SPECTRUM_QUANTILES)
+    head = f"{'bin [GeV]':>9}  {'layer':>5}  {'hit cells':>15}  {qs + ' [MeV] ' + labels[0]:>28}  {labels[1]:>24}  {'separation':>10}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        fa = "/".join(f"{v:.3g}" for v in r.ref)
+        fb = "/".join(f"{v:.3g}" for v in r.sim)
+        lines.append(f"{r.bin:>9}  {r.layer:>5}  {r.hits_ref:7.1f} {r.hits_sim:7.1f}  {fa:>28}  {fb:>24}  {r.separation:10.4f}")
     return "\n".join(lines)
 
 
@@ -340,16 +422,24 @@ def _fit_longitudinal(ref: _Reference, med: Media, em: EMParams, seed: int, log:
     return lp
 
 
+def _lateral_layers(ref: _Reference, geometry) -> list[int]:
+    """Layers whose lateral shape is fitted: those holding >= 5 % of the reference energy."""
+    return [li for li in range(geometry.n_layers) if np.nanmean(ref.obs["fractions"][:, li]) >= 0.05]
+
+
 def _lateral_is_table(ref: _Reference, data: ShowerData) -> np.ndarray:
     """(k,) which columns of ``_lateral_targets`` are the table's layer-1 widths."""
     flags = []
     table_layer = 1 if data.geometry.n_layers > 1 else 0
-    for li, layer in enumerate(data.geometry.layers):
-        if np.nanmean(ref.obs["fractions"][:, li]) < 0.05:
-            continue
-        flags.append(False)  # the core share
+    for li in _lateral_layers(ref, data.geometry):
+        layer = data.geometry.layers[li]
+        if layer.n_cells > _CORE_CELLS:
+            flags.append(False)  # the core share
         flags += [li == table_layer for n_axis in layer.shape if n_axis >= 4]
     return np.array(flags)
+
+
+_CORE_CELLS = 4  # the core share is that of a layer's 4 hottest cells (a beam entering at a cell corner)
 
 
 def _lateral_targets(ref: _Reference, data: ShowerData) -> np.ndarray:
@@ -357,23 +447,15 @@ def _lateral_targets(ref: _Reference, data: ShowerData) -> np.ndarray:
     share of its 4 hottest cells (the core) and its widths along each axis of >= 4 cells.
     """
     g = data.geometry
-    layer_e = g.layer_sums(data.cells.astype(np.float64))
+    cells = data.cells.astype(np.float64)
+    core = obs.core_fraction(cells, g, _CORE_CELLS)
+    widths = obs.width(cells, g, "x"), obs.width(cells, g, "y")
     cols = []
-    for li, layer in enumerate(g.layers):
-        if np.nanmean(ref.obs["fractions"][:, li]) < 0.05:
-            continue
-        cells = data.cells[:, g.layer_slice(li)].astype(np.float64)
-        xs, ys = (c.ravel() for c in layer.cell_centres())
-        e = layer_e[:, li]
-        k = min(4, layer.n_cells - 1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            cols.append(-np.partition(-cells, k, axis=1)[:, :k].sum(axis=1) / e)
-        for c, n_axis in ((xs, layer.shape[0]), (ys, layer.shape[1])):
-            if n_axis < 4:  # too few cells across to measure a width
-                continue
-            with np.errstate(invalid="ignore", divide="ignore"):
-                m = cells @ c / e
-                cols.append(np.sqrt(np.maximum(cells @ (c * c) / e - m * m, 0.0)))
+    for li in _lateral_layers(ref, g):
+        layer = g.layers[li]
+        if layer.n_cells > _CORE_CELLS:
+            cols.append(core[:, li])
+        cols += [w[:, li] for w, n_axis in zip(widths, layer.shape) if n_axis >= 4]  # too few cells across to measure a width otherwise
     return np.stack(cols, axis=1)
 
 
@@ -413,6 +495,286 @@ def _fit_radial(ref: _Reference, particle: str, params: SimParams, seed: int, ov
         f" (worst miss: layer-1 widths {100 * miss[:, table].max(initial=0):.1f}%, other lateral {100 * miss[:, ~table].max(initial=0):.1f}%)"
     )
     return rp
+
+
+# --- cell-level structure ------------------------------------------------------------------
+
+# Where a fit of the cell-level structure starts when the parameters have none yet (a
+# version-1 file): near an earlier fit to the Geant4 e+. Physically: soft photons of 1-3 MeV,
+# at the minimum of the photon attenuation in lead, fly ~3.3 X0 (5 cm in Pb/LAr); those that
+# fly under ~7 X0 land among the shower's own deposits and are left to its spots; Geant4's
+# deposits far from the axis are ~0.7 MeV (median), about one per cell.
+_CELL_START = {
+    "radial.core_scale": 0.9,
+    "radial.core_age": 1.7,
+    "radial.tail_scale": 0.9,
+    "radial.tail_early": 1.0,
+    "radial.p_scale": 1.0,
+    "radial.outer_spots": 3.2,
+    "deposit.spots_exponent": 0.5,
+    "deposit.early_spots": 0.4,
+    "deposit.early_squeeze": 1.6,
+    "deposit.late_spots": 0.33,
+    "deposit.late_stretch": 2.2,
+    "deposit.wander": 0.35,
+    "deposit.weight_shape": 4.5,
+    "deposit.spots_per_gev": 28.3,  # 200 depths at 50 GeV ...
+    "deposit.lateral": 8,  # ... of 8 spots each
+    "halo.per_gev": 14.5,
+    "halo.exponent": 0.95,
+    "halo.flight_x0": 3.3,
+    "halo.min_flight_x0": 7.0,
+    "halo.near_per_gev": 0.5,
+    "halo.near_flight_x0": 1.0,
+    "halo.forward": -0.3,
+    "halo.energy_mev": 0.75,
+    "halo.energy_sigma": 0.84,
+    "halo.tiny": 0.14,
+    "halo.merge": 0.85,
+    "halo.whole": 0.07,
+}
+# parameter -> (lower, upper) bound of the cell-level fit
+_CELL_BOUNDS = {
+    "radial.core_scale": (0.05, 20.0),
+    "radial.core_age": (0.0, 20.0),
+    "radial.tail_scale": (0.05, 20.0),
+    "radial.tail_early": (0.0, 20.0),
+    "radial.p_scale": (0.05, 3.0),
+    "radial.outer_spots": (1.0, 10.0),
+    "deposit.spots_exponent": (0.0, 1.0),
+    "deposit.early_spots": (0.0, 0.45),
+    "deposit.early_squeeze": (1.0, 10.0),
+    "deposit.late_spots": (0.0, 0.45),
+    "deposit.late_stretch": (1.0, 10.0),
+    "deposit.wander": (0.0, 5.0),
+    "deposit.weight_shape": (0.3, 20.0),
+    "halo.per_gev": (0.0, 600.0),  # here: the number of quanta of a 50 GeV shower (see _fit_cells)
+    "halo.exponent": (0.2, 1.5),
+    "halo.flight_x0": (0.3, 20.0),
+    "halo.min_flight_x0": (0.0, 30.0),
+    "halo.near_per_gev": (0.0, 400.0),  # here: the number of near quanta of a 50 GeV shower
+    "halo.near_flight_x0": (0.1, 10.0),
+    "halo.forward": (-0.9, 0.9),
+    "halo.energy_mev": (0.05, 10.0),
+    "halo.energy_sigma": (0.0, 3.0),
+    "halo.tiny": (0.0, 0.5),
+    "halo.merge": (0.1, 1.0),
+}
+# The numbers of spots and quanta of a 50 GeV shower set the simulator's speed (the
+# benchmark's energy): the cell fit keeps the first (depths times ``Deposit.lateral``,
+# 1,600) and bounds the second (far quanta at most 600, ~2.6 MeV each of the 1.5 GeV
+# Geant4 leaves beyond 10 cm of the axis of a 50 GeV e+, near ones at most 400); it
+# chooses how both change with energy.
+_SPEED_ENERGY = 50.0
+_SPECTRUM_QUANTILES = (0.02, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9)
+_N_RINGS = 10
+_RING_RATIO = 1.6
+
+
+def _get(em: EMParams, name: str) -> float:
+    section, key = name.split(".")
+    return float(getattr(getattr(em, section), key))
+
+
+def _set(em: EMParams, values: dict[str, float]) -> EMParams:
+    """``em`` with the dotted parameters ``values`` ({"halo.per_gev": 12.0, ...}) replaced."""
+    sections: dict[str, dict[str, float]] = {}
+    for name, value in values.items():
+        section, key = name.split(".")
+        sections.setdefault(section, {})[key] = value if isinstance(value, int) else float(value)
+    return replace(em, **{sec: replace(getattr(em, sec), **kv) for sec, kv in sections.items()})
+
+
+def _ring_edges(geometry) -> list[np.ndarray]:
+    """Per layer, ``_N_RINGS`` rings out to the farthest cell centre (mm), each ``_RING_RATIO``
+    times wider than the one inside it from the innermost cell centre on: the steep core is
+    resolved cell by cell, the tail in a few wide rings. Rings beyond the last edge hold no
+    cell and stay empty."""
+    out = []
+    for layer in geometry.layers:
+        x, y = layer.cell_centres()
+        r = np.hypot(x, y)
+        inner, outer = float(r.min()), float(r.max()) * (1 + 1e-9)
+        edges = [0.0]
+        while edges[-1] < outer and len(edges) <= _N_RINGS:
+            edges.append(max(inner, 1e-3) * _RING_RATIO ** (len(edges) - 1) * 1.5)
+        edges[-1] = max(edges[-1], outer)
+        edges += [edges[-1] * (1 + k) for k in range(1, _N_RINGS + 2 - len(edges))]  # empty padding rings
+        out.append(np.array(edges))
+    return out
+
+
+def cell_structure(data: ShowerData, ref: _Reference) -> dict[str, np.ndarray]:
+    """The cell-level statistics the ``cells`` fit matches, in the reference's energy bins.
+
+    hits (n_bins, L) mean cells with energy per layer; empty (n_bins, L) share of showers
+    with an empty layer; ring_energy and ring_occupancy (n_bins, L, R) the mean energy
+    (per GeV of the incident energy) and share of hit cells in R rings of cell-centre
+    distance from the z axis; spectrum (L, Q) quantiles of the hit-cell energies (MeV) of
+    each layer, pooled over the sample; lateral (n_bins, k) the ``_lateral_targets``; spread
+    (n_bins, k') the standard deviations of the layers' centroids and e_ratio (n_bins, k'')
+    the median E_ratio of their two hottest cells: how lumpy the core is shower by shower;
+    smooth (n_bins, L, R) the rings' median cell energy over the mean (``_ring_smoothness``).
+    """
+    g = data.geometry
+    cells = data.cells.astype(np.float64)
+    e_inc = data.e_inc
+    ring_e, ring_occ = [], []
+    for li, edges in enumerate(_ring_edges(g)):
+        n_in = obs.ring_hits(np.ones((1, g.n_cells)), g, li, edges)[0]  # cells per ring
+        ring_e.append(obs.ring_energy(cells, g, li, edges) / e_inc[:, None])
+        ring_occ.append(obs.ring_hits(cells, g, li, edges) / np.maximum(n_in, 1))
+    spectrum = []
+    for li in range(g.n_layers):
+        hits = obs.cell_spectrum(cells[:, g.layer_slice(li)])
+        spectrum.append(np.quantile(hits, _SPECTRUM_QUANTILES) if len(hits) else np.zeros(len(_SPECTRUM_QUANTILES)))
+    return {
+        "hits": _binned_means(obs.layer_hits(cells, g), e_inc, ref),
+        "empty": _binned_means((obs.layer_energies(cells, g) <= 0).astype(np.float64), e_inc, ref),
+        "ring_energy": _binned_means(np.stack(ring_e, axis=1), e_inc, ref),
+        "ring_occupancy": _binned_means(np.stack(ring_occ, axis=1), e_inc, ref),
+        "spectrum": np.array(spectrum),
+        "lateral": _binned_means(_lateral_targets(ref, data), e_inc, ref),
+        "spread": _binned_spreads(_centroids(ref, data), e_inc, ref),
+        "smooth": _ring_smoothness(cells, e_inc, ref),
+        "e_ratio": _binned_medians(obs.e_ratio(cells, g)[:, _lateral_layers(ref, g)], e_inc, ref),
+    }
+
+
+def _ring_smoothness(cells: np.ndarray, e_inc: np.ndarray, ref: _Reference) -> np.ndarray:
+    """(n_bins, L, R) per ring of each layer, the mean over its cells of the median of the
+    cell's energy over the showers of a bin, over its mean: near 1 where a shower covers a
+    cell smoothly, small where a few lumps make its energy (0 where it is hit in under half
+    of the showers)."""
+    g = ref.data.geometry
+    rings = [obs._rings(g, li, edges) for li, edges in enumerate(_ring_edges(g))]
+    out = np.zeros((len(ref.bins), g.n_layers, _N_RINGS))
+    for b, sel in enumerate(ref.bins):
+        lo, hi = ref.data.e_inc[sel].min(), ref.data.e_inc[sel].max()
+        c = cells[(e_inc >= lo) & (e_inc <= hi)]
+        mean = c.mean(axis=0)
+        ratio = np.divide(np.median(c, axis=0), mean, out=np.zeros(g.n_cells), where=mean > 0)
+        for li, ring in enumerate(rings):
+            r = ratio[g.layer_slice(li)]
+            for k in range(_N_RINGS):
+                if (ring == k).any():
+                    out[b, li, k] = r[ring == k].mean()
+    return out
+
+
+def _centroids(ref: _Reference, data: ShowerData) -> np.ndarray:
+    """(N, k) energy-weighted centroids (mm) of the ``_lateral_targets`` layers along each axis of >= 4 cells."""
+    g = data.geometry
+    cells = data.cells.astype(np.float64)
+    cx, cy = obs.centroid(cells, g, "x"), obs.centroid(cells, g, "y")
+    cols = []
+    for li in _lateral_layers(ref, g):
+        cols += [c[:, li] for c, n_axis in zip((cx, cy), g.layers[li].shape) if n_axis >= 4]
+    return np.stack(cols, axis=1)
+
+
+def _binned_spreads(values: np.ndarray, e_inc: np.ndarray, ref: _Reference) -> np.ndarray:
+    """(n_bins, k) standard deviations of per-shower values (N, k) in the reference's bins, NaN left out."""
+    out = []
+    for sel in ref.bins:
+        lo, hi = ref.data.e_inc[sel].min(), ref.data.e_inc[sel].max()
+        out.append(np.nanstd(values[(e_inc >= lo) & (e_inc <= hi)], axis=0))
+    return np.array(out)
+
+
+def _binned_medians(values: np.ndarray, e_inc: np.ndarray, ref: _Reference) -> np.ndarray:
+    """(n_bins, k) medians of per-shower values (N, k) in the reference's bins, NaN left out."""
+    out = []
+    for sel in ref.bins:
+        lo, hi = ref.data.e_inc[sel].min(), ref.data.e_inc[sel].max()
+        out.append(np.nanmedian(values[(e_inc >= lo) & (e_inc <= hi)], axis=0))
+    return np.array(out)
+
+
+def _cell_residuals(sim: dict[str, np.ndarray], target: dict[str, np.ndarray], table: np.ndarray) -> np.ndarray:
+    """Residuals of the ``cells`` fit: each deviation over the precision it is fitted to.
+
+    Hit counts to 2 %, empty-layer shares to 0.01, ring energies to 25 % (rings holding
+    more than 1e-4 of the incident energy), ring occupancies to 0.05, spectrum quantiles to
+    5 %, the table's layer-1 widths to 1 %, the other lateral observables to 3 %, the
+    centroids' spreads to 5 %, the median E_ratio to 10 % and the rings' smoothness to 0.1:
+    the hit counts, which the acceptance table holds to 10 %, weigh most.
+    """
+    hits_ok = target["hits"] > 0.5
+    ring_ok = target["ring_energy"] > 0.1  # MeV per GeV: 1e-4 of the incident energy
+    spec_ok = target["spectrum"] > 0
+    floor = 1e-9
+    parts = [
+        ((sim["hits"] / np.where(hits_ok, target["hits"], 1.0) - 1.0) / 0.02)[hits_ok],
+        ((sim["empty"] - target["empty"]) / 0.01).ravel(),
+        (np.log(np.maximum(sim["ring_energy"], floor) / np.where(ring_ok, target["ring_energy"], 1.0)) / 0.25)[ring_ok],
+        ((sim["ring_occupancy"] - target["ring_occupancy"]) / 0.05).ravel(),
+        (np.log(np.maximum(sim["spectrum"], floor) / np.where(spec_ok, target["spectrum"], 1.0)) / 0.05)[spec_ok],
+        ((sim["lateral"] / target["lateral"] - 1.0) / np.where(table, 0.01, 0.03)[None, :]).ravel(),
+        ((sim["spread"] / target["spread"] - 1.0) / 0.05).ravel(),
+        ((sim["smooth"] - target["smooth"]) / 0.1).ravel(),
+        ((sim["e_ratio"] / target["e_ratio"] - 1.0) / 0.1).ravel(),
+    ]
+    out = np.concatenate(parts)
+    return np.where(np.isfinite(out), out, 100.0)  # an empty simulated bin counts as a large miss
+
+
+def _fit_cells(
+    ref: _Reference, particle: str, params: SimParams, seed: int, oversample: int, log: Callable, max_steps: int = 40
+) -> SimParams:
+    """The cell-level structure: the soft-photon halo, the light early, late and tail spots,
+    and the radial profile with them, from the hit counts, empty layers, radial profile,
+    cell-energy spectra, lateral observables and shower-by-shower core fluctuations of the
+    reference (``cell_structure``).
+    """
+    from scipy.optimize import least_squares
+
+    data = ref.data
+    em0 = params.em
+    if em0.halo.per_gev <= 0:
+        em0 = _set(em0, _CELL_START)  # called without ``calibrate``, which does this first
+    names = list(_CELL_BOUNDS)
+    target = cell_structure(data, ref)
+    table = _lateral_is_table(ref, data)
+    keep = target["empty"].max(axis=0) > 0  # layers that are ever empty in the reference
+    target["empty"] = target["empty"][:, keep]
+
+    n_speed = em0.deposit.spots_per_gev * _SPEED_ENERGY**em0.deposit.spots_exponent
+
+    def em_of(x) -> EMParams:
+        values = dict(zip(names, x))
+        values["deposit.spots_per_gev"] = n_speed / _SPEED_ENERGY ** values["deposit.spots_exponent"]
+        values["halo.per_gev"] = values["halo.per_gev"] / _SPEED_ENERGY ** values["halo.exponent"]
+        values["halo.near_per_gev"] = values["halo.near_per_gev"] / _SPEED_ENERGY ** values["halo.exponent"]
+        return _set(em0, values)
+
+    def structure(x) -> dict[str, np.ndarray]:
+        p = replace(params, em=em_of(x))
+        sim = _simulate_like(data, particle, p, ref.convention, seed, oversample)
+        out = cell_structure(sim, ref)
+        out["empty"] = out["empty"][:, keep]
+        return out
+
+    def residuals(x):
+        return _cell_residuals(structure(x), target, table)
+
+    per_speed = ("halo.per_gev", "halo.near_per_gev")  # fitted as numbers of quanta at 50 GeV
+    x0 = np.array([_get(em0, k) * (_SPEED_ENERGY**em0.halo.exponent if k in per_speed else 1.0) for k in names])
+    lower, upper = (np.array([_CELL_BOUNDS[k][i] for k in names]) for i in (0, 1))
+    x0 = np.clip(x0, lower, upper)
+    start = residuals(x0)
+    fit = least_squares(
+        residuals, x0, bounds=(lower, upper), diff_step=0.03, x_scale=np.maximum(0.1 * np.abs(x0), 0.02), max_nfev=max_steps
+    )
+    em = em_of(fit.x)
+    final = structure(fit.x)
+    hits = np.abs(final["hits"] / np.where(target["hits"] > 0.5, target["hits"], np.nan) - 1)
+    log(
+        f"  cells: {', '.join(f'{k} {_get(em, k):.3g}' for k in names)}"
+        f" (cost {0.5 * np.sum(start**2):.0f} -> {fit.cost:.0f} after {fit.nfev} steps, {fit.message};"
+        f" worst hit-count miss {100 * np.nanmax(hits):.1f}%, empty-layer share {np.abs(final['empty'] - target['empty']).max(initial=0):.3f})"
+    )
+    return replace(params, em=em)
 
 
 def _fit_loss(ref: _Reference, particle: str, params: SimParams, seed: int, oversample: int, log: Callable) -> Deposit:
@@ -468,11 +830,13 @@ def _fit_loss(ref: _Reference, particle: str, params: SimParams, seed: int, over
 
 def _fit_sampling_pair(
     total: _Reference, active: _Reference, med: Media, particle: str, params: SimParams, seed: int, oversample: int, log: Callable
-) -> Sampling:
+) -> tuple[Sampling, Halo]:
     """e/mip from the per-layer active/total ratios of the same showers, then the sampling term.
 
-    First e/mip(tau) alone, analytically; then with the tail factor by simulation, which
-    also matches the active/total ratio of the lateral observables (the tail is seen less).
+    First e/mip(tau) alone, analytically; then with the tail and soft-photon factors by
+    simulation, which also match the active/total ratio of the lateral observables (the
+    tail is seen less) and the hit cells per layer of the active reference (a soft photon's
+    quantum is seen only when it converts in a gap). Returns the active shares and the halo.
     """
     from scipy.optimize import least_squares
 
@@ -502,7 +866,11 @@ def _fit_sampling_pair(
         bounds=([0.05, 0.0, 0.01], [2.0, 5.0, 50.0]),
         x_scale=[0.05, 0.1, 0.3],
     )
-    sp1 = replace(sp0, ehat=float(fit.x[0]), ehat_boost=float(fit.x[1]), ehat_tau=float(fit.x[2]))
+    # sampling term: the spread of the active/total ratio of the same showers, times sqrt(E)
+    ratio = e_act.sum(axis=1) / e_tot.sum(axis=1)
+    a_ref = _sampling_term(ratio, data.e_inc, total)
+    stochastic = a_ref / math.sqrt(med.mip_per_period[med.reference_layer()])
+    sp1 = replace(sp0, ehat=float(fit.x[0]), ehat_boost=float(fit.x[1]), ehat_tau=float(fit.x[2]), stochastic=stochastic)
 
     sim_t = _simulate_like(data, particle, params, "total", seed, oversample)
     tiled = sim_t.e_inc
@@ -511,46 +879,61 @@ def _fit_sampling_pair(
         _lateral_targets(total, data), data.e_inc, total
     )
     sim_lat_t = _binned_means(_lateral_targets(total, sim_t), tiled, total)
+    # the cells that see anything in the active convention: set by the share of the soft photons
+    hits_target = _binned_means(obs.layer_hits(active.data.cells, g), data.e_inc, total)
+    hits_ok = hits_target > 0.5
     bins = [(data.e_inc[s].min(), data.e_inc[s].max()) for s in total.bins]
 
-    def simulated(x):
+    def with_shares(x) -> EMParams:
         sp = replace(sp1, ehat=x[0], ehat_boost=x[1], ehat_tau=x[2], ehat_tail=x[3])
-        sim_a = _simulate_like(data, particle, replace(params, em=replace(em, sampling=sp)), "active", seed, oversample)
+        return replace(em, sampling=sp, halo=replace(em.halo, ehat=x[4], whole=x[5]))
+
+    def simulated(x):
+        sim_a = _simulate_like(data, particle, replace(params, em=with_shares(x)), "active", seed, oversample)
         sim_e_act = g.layer_sums(sim_a.cells.astype(np.float64))
         layers = []
         for lo, hi in bins:
             m = (tiled >= lo) & (tiled <= hi)
             layers.append([sim_e_act[m, i].sum() / sim_e_tot[m, i].sum() for i in keep])
         lat = _binned_means(_lateral_targets(total, sim_a), tiled, total) / sim_lat_t
-        return np.array(layers), lat, sim_a
+        hits = _binned_means(obs.layer_hits(sim_a.cells, g), tiled, total)
+        return np.array(layers), lat, hits
 
     def residuals(x):
-        layers, lat, _ = simulated(x)
-        return np.concatenate([((layers / target - 1) / 0.002).ravel(), ((lat / lat_ratio - 1) / 0.005).ravel()])
+        layers, lat, hits = simulated(x)
+        return np.concatenate(
+            [
+                ((layers / target - 1) / 0.002).ravel(),
+                ((lat / lat_ratio - 1) / 0.005).ravel(),
+                ((hits / np.where(hits_ok, hits_target, 1.0) - 1) / 0.03)[hits_ok],
+            ]
+        )
 
-    x0 = [sp1.ehat, sp1.ehat_boost, sp1.ehat_tau, 1.0]
+    x0 = [sp1.ehat, sp1.ehat_boost, sp1.ehat_tau, 1.0, em.halo.ehat, em.halo.whole or 0.07]
     fit = least_squares(
-        residuals, x0, bounds=([0.05, 0.0, 0.01, 0.05], [2.0, 5.0, 50.0, 2.0]), diff_step=0.01, x_scale=[0.05, 0.1, 0.3, 0.1]
+        residuals,
+        x0,
+        bounds=([0.05, 0.0, 0.01, 0.05, 0.05, 0.0], [2.0, 5.0, 50.0, 2.0, 4.0, 1.0]),
+        diff_step=0.01,
+        x_scale=[0.05, 0.1, 0.3, 0.1, 0.1, 0.02],
     )
-    sp = replace(sp1, ehat=float(fit.x[0]), ehat_boost=float(fit.x[1]), ehat_tau=float(fit.x[2]), ehat_tail=float(fit.x[3]))
-    layers, lat, _ = simulated(fit.x)
+    em_fit = with_shares(fit.x)
+    layers, lat, hits = simulated(fit.x)
     worst_layer = np.abs(layers / target - 1).max()
     worst_lat = np.abs(lat / lat_ratio - 1).max()
-    # sampling term: the spread of the active/total ratio of the same showers, times sqrt(E)
-    ratio = e_act.sum(axis=1) / e_tot.sum(axis=1)
-    a_ref = _sampling_term(ratio, data.e_inc, total)
-    sp = replace(sp, stochastic=a_ref / math.sqrt(med.mip_per_period[med.reference_layer()]))
+    worst_hits = np.abs(hits / np.where(hits_ok, hits_target, np.nan) - 1)
     # one correction: e/mip weights and leakage make the simulated spread differ slightly
-    sim_a = _simulate_like(data, particle, replace(params, em=replace(em, sampling=sp)), "active", seed, oversample)
+    sim_a = _simulate_like(data, particle, replace(params, em=em_fit), "active", seed, oversample)
     sim_ratio = sim_a.cells.sum(axis=1, dtype=np.float64) / sim_t.cells.sum(axis=1, dtype=np.float64)
     a_sim = _sampling_term(sim_ratio, tiled, _reference(sim_t, "total", total.edges[1] - total.edges[0]))
-    sp = replace(sp, stochastic=sp.stochastic * a_ref / a_sim)
+    sp = replace(em_fit.sampling, stochastic=stochastic * a_ref / a_sim)
     log(
-        f"  sampling: e/mip {sp.ehat:.4f}, shape 1 + {sp.ehat_boost:.3f} exp(-tau/{sp.ehat_tau:.3f}), tail x{sp.ehat_tail:.3f}"
-        f" (worst miss: layer ratio {100 * worst_layer:.2f}%, lateral ratio {100 * worst_lat:.2f}%);"
-        f" a = {a_ref:.4f} sqrt(GeV) (simulated {a_sim:.4f} before correction), stochastic {sp.stochastic:.4f}"
+        f"  sampling: e/mip {sp.ehat:.4f}, shape 1 + {sp.ehat_boost:.3f} exp(-tau/{sp.ehat_tau:.3f}), tail x{sp.ehat_tail:.3f},"
+        f" soft photons x{em_fit.halo.ehat:.3f} ({em_fit.halo.whole:.3f} seen whole) (worst miss: layer ratio {100 * worst_layer:.2f}%, lateral ratio {100 * worst_lat:.2f}%,"
+        f" active hit cells {100 * np.nanmax(worst_hits, initial=0):.1f}%); a = {a_ref:.4f} sqrt(GeV) (simulated {a_sim:.4f}"
+        f" before correction), stochastic {sp.stochastic:.4f}"
     )
-    return sp
+    return sp, em_fit.halo
 
 
 def _sampling_term(ratio: np.ndarray, e_inc: np.ndarray, ref: _Reference) -> float:
@@ -606,7 +989,7 @@ def calibrate(
     ``start`` gives the initial values and every parameter the reference does not constrain;
     ``pair`` holds the same showers in the other convention (enables the e/mip fit).
     ``stages`` picks fit stages (default all): for EM particles ``longitudinal``, ``radial``,
-    ``response``, ``sampling``; for pions ``mip``, ``shower``, ``sampling``. Returns the
+    ``cells``, ``response``, ``sampling``; for pions ``mip``, ``shower``, ``sampling``. Returns the
     parameters and the names of the fitted sections.
     """
     if convention not in ("total", "active"):
@@ -630,6 +1013,9 @@ def calibrate(
     if params.is_hadron:
         return _calibrate_hadron(total_data, active_data, particle, params, seed, oversample, bin_width, stages, log)
     fitted = []
+    if "cells" in stages and params.em.halo.per_gev <= 0:
+        # parameters without the cell-level model (a version-1 file): every stage fits with it
+        params = replace(params, em=_set(params.em, _CELL_START))
     main = _reference(total_data if total_data is not None else active_data, "total" if total_data is not None else "active", bin_width)
     log(f"fitting {particle} to {len(main.data)} showers ({main.convention} convention), {len(main.bins)} energy bins")
     if "longitudinal" in stages:
@@ -640,6 +1026,9 @@ def calibrate(
         rp = _fit_radial(main, particle, params, seed, oversample, log)
         params = replace(params, em=replace(params.em, radial=rp))
         fitted.append("em.radial")
+    if "cells" in stages:
+        params = _fit_cells(main, particle, params, seed, oversample, log)
+        fitted += [f"em.{name}" for name in ("radial", "deposit", "halo") if f"em.{name}" not in fitted]
     if "response" in stages and total_data is not None:
         dp = _fit_loss(main, particle, params, seed, oversample, log)
         params = replace(params, em=replace(params.em, deposit=dp))
@@ -648,14 +1037,18 @@ def calibrate(
         pass
     elif total_data is not None and active_data is not None:
         act = _reference(active_data, "active", bin_width)
-        sp = _fit_sampling_pair(main, act, med, particle, params, seed, oversample, log)
-        params = replace(params, em=replace(params.em, sampling=sp))
-        fitted.append("em.sampling")
+        sp, halo = _fit_sampling_pair(main, act, med, particle, params, seed, oversample, log)
+        params = replace(params, em=replace(params.em, sampling=sp, halo=halo))
+        fitted += ["em.sampling", "em.halo"]  # the soft photons' active share too
     elif active_data is not None:
         sp = _fit_sampling_active(main, particle, params, seed, oversample, log)
         params = replace(params, em=replace(params.em, sampling=sp))
         fitted.append("em.sampling")
-    return params, fitted
+    return params, list(dict.fromkeys(fitted))  # each section once, in the order first fitted
+
+
+# the table's observables the pion shower is fitted to (the model makes no claim on cell-level structure)
+_PION_FIT = ("response", "resolution", "fraction", "depth", "width")
 
 
 def _mip_cut(med: Media) -> float:
@@ -706,32 +1099,49 @@ def _calibrate_hadron(
             f"  MIP: lambda_scale {hp.lambda_scale:.3f}, mip_scale {hp.mip_scale:.3f}, mip_landau {hp.mip_landau:.3f} (MIP-like share {sim_mip.mean():.3f})"
         )
         fitted.append("hadronic.mip")
-    names = ("em_sigma", "em_energy_scale", "visible", "visible_sigma", "alpha", "t_max", "t_max_slope", "r_core", "r_tail", "p_core")
+    # parameter -> (lower, upper, step): searched in log(value) where step is None, else in
+    # value + step z (the energy slopes, which may be 0 or negative)
+    space = {
+        "em_sigma": (0.01, 0.4, None),
+        "em_energy_scale": (0.02, 1.0, None),
+        "visible": (0.05, 1.0, None),
+        "visible_slope": (-0.5, 0.5, 0.05),
+        "visible_sigma": (0.0, 0.5, None),
+        "alpha": (1.05, 6.0, None),
+        "t_max": (0.05, 3.0, None),
+        "t_max_slope": (0.0, 1.0, None),
+        "r_core": (0.005, 1.0, None),
+        "r_tail": (0.02, 3.0, None),
+        "r_slope": (-0.5, 1.0, 0.1),
+        "p_core": (0.0, 1.0, None),
+    }
+    names = tuple(space)
     if "shower" in stages:
         # bins twice as wide as the table's: ~200 pions per 10 GeV leave the mean response
         # uncertain by ~7 %, noise the simplex would otherwise chase
         fit_width = 2.0 * bin_width
         ref_rows = _reference(main, convention, fit_width)
         x0 = np.array([getattr(hp, k) for k in names])
-        lower = np.array([0.01, 0.02, 0.05, 0.0, 1.05, 0.05, 0.0, 0.005, 0.02, 0.0])
-        upper = np.array([0.4, 1.0, 1.0, 0.5, 6.0, 3.0, 1.0, 1.0, 3.0, 1.0])
+        lower, upper = (np.array([space[k][i] for k in names]) for i in (0, 1))
+        additive = np.array([space[k][2] is not None for k in names])
+        step = np.array([space[k][2] or 0.3 for k in names])  # first steps: +30 % along each log parameter
+
+        def values(z):
+            return np.clip(np.where(additive, x0 + z, x0 * np.exp(z)), lower, upper)
 
         def objective(z):
-            x = np.clip(x0 * np.exp(z), lower, upper)
-            h = replace(hp, **{k: float(v) for k, v in zip(names, x)})
-            rows = compare(main, sim_of(h, convention), fit_width)
+            h = replace(hp, **{k: float(v) for k, v in zip(names, values(z))})
+            rows = [r for r in compare(main, sim_of(h, convention), fit_width) if r.observable.split("_")[0] in _PION_FIT]
             return float(sum((r.deviation / r.tolerance) ** 2 for r in rows)) / max(len(ref_rows.bins), 1)
 
-        # search in log-parameters, first steps of +30 % along each
-        simplex = np.vstack([np.zeros(len(names)), 0.3 * np.eye(len(names))])
+        simplex = np.vstack([np.zeros(len(names)), np.diag(step)])
         res = minimize(
             objective,
             np.zeros(len(names)),
             method="Nelder-Mead",
-            options={"maxfev": 400, "xatol": 0.01, "fatol": 0.01, "initial_simplex": simplex},
+            options={"maxfev": 500, "xatol": 0.01, "fatol": 0.01, "initial_simplex": simplex},
         )
-        x = np.clip(x0 * np.exp(res.x), lower, upper)
-        hp = replace(hp, **{k: float(v) for k, v in zip(names, x)})
+        hp = replace(hp, **{k: float(v) for k, v in zip(names, values(res.x))})
         log(f"  shower: {', '.join(f'{k} {getattr(hp, k):.3f}' for k in names)} (objective {res.fun:.2f} after {res.nfev} simulations)")
         fitted.append("hadronic.shower")
     if "sampling" in stages and total is not None and active is not None:

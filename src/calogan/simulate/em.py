@@ -1,4 +1,4 @@
-"""Electromagnetic showers after GFlash: fluctuating Gamma profiles and core + tail spots.
+"""Electromagnetic showers after GFlash, down to the cell level: profiles, spots, soft quanta.
 
 Grindhammer & Peters, "The parameterized simulation of electromagnetic showers in
 homogeneous and sampling calorimeters", hep-ex/0001020. A shower of energy E has a
@@ -13,7 +13,18 @@ depth, an incident e+- first ionises as a MIP track.
 Departures from GFlash, each to match Geant4 (see the comments where they are made): the
 radial age uses <T>, not the shower's own T; radii are cut at ``Radial.r_max``; the energy
 behind the back face is the profile's own integral, not a count of spots; the active share
-of a shower is normalised to a constant; spot energies carry exponential weights.
+of a shower is normalised to a constant; spot energies carry random weights. And what makes
+the cells look like Geant4's, not only their averages (``params.Deposit``, ``params.Halo``):
+
+- spots are drawn where Geant4 spreads energy thinly more often than the profile says and
+  weighted down there (light early, late and outer spots), several at each depth with
+  stratified radii, about an axis that wanders shower by shower;
+- a spot lighter than a soft quantum becomes one quantum or nothing (``quanta``), so the thin
+  parts of a shower deposit about one quantum of ~1 MeV per hit cell, as in Geant4;
+- soft photons fly centimetres before they deposit (``halo_spots``): the cells far from the
+  axis and the back layer light up one quantum at a time.
+
+The sampling fluctuations of small deposits are drawn per cell (``deposit.sampled_share``).
 """
 
 from __future__ import annotations
@@ -25,18 +36,23 @@ from scipy.special import gammainc
 
 from calogan.simulate.deposit import Spots, Tracks, layer_of, track_spots
 from calogan.simulate.materials import Media
-from calogan.simulate.params import Deposit, EMParams, Longitudinal, Radial, Sampling
+from calogan.simulate.params import Deposit, EMParams, Halo, Longitudinal, Radial, Sampling
 
 __all__ = [
     "deposited_energy",
     "ehat_shape",
     "em_spots",
+    "halo_spots",
+    "mean_quantum",
     "n_spots",
     "primary_track",
     "profile_moments",
     "profiles",
+    "quanta",
+    "quantum_energies",
     "radial_profile",
     "reference_medium",
+    "seen",
     "track_losses",
 ]
 
@@ -98,7 +114,7 @@ def radial_profile(tau: np.ndarray, ln_e: np.ndarray, z: float, rp: Radial) -> t
 def _radial_at(tau, core0, k4, inv_p3, z: float, rp: Radial):
     # float32 and in place where the arrays are per spot: this runs once per spot
     f32 = np.float32
-    r_core = tau * f32(rp.core_scale * (0.1162 - 0.000381 * z))
+    r_core = tau * f32(rp.core_scale * rp.core_age * (0.1162 - 0.000381 * z))
     r_core += core0
     d = tau - f32(0.645)
     r_tail = d * f32(-2.59)
@@ -172,30 +188,60 @@ def em_spots(
     media: Media,
     params: EMParams,
     active: bool = True,
-) -> Spots:
-    """Spots of n electromagnetic showers.
+) -> list[Spots]:
+    """Spots of n electromagnetic showers: their charged deposits, then their soft-photon quanta.
 
     ``e_gev`` (n,) sets the profile (GeV), ``e_dep`` (n,) the energy the spots share (MeV),
     ``t_start`` (n,) where each shower starts along its track (radiation lengths) and
     ``shower`` (n,) its index in ``tracks``; ``active=False`` skips the active shares.
-    Per-spot arrays are float32 and per-shower values reach them by ``np.repeat`` (the spots
-    of a shower are contiguous): this is the simulator's hot path.
+    A shower has ``n_spots`` depths and ``Deposit.lateral`` spots at each (the depth, its
+    age and radial profile are drawn once for them, the costly part). Per-depth arrays are
+    (D,) float32, per-spot ones (D, m), and per-shower values reach them by ``np.repeat``
+    (the depths of a shower are contiguous): this is the simulator's hot path.
     """
     f32 = np.float32
     e_gev = np.asarray(e_gev, dtype=np.float64)
     t_start = np.asarray(t_start, dtype=np.float64)
     n = len(e_gev)
-    lp = params.longitudinal
+    lp, dp, rp, sp = params.longitudinal, params.deposit, params.radial, params.sampling
+    m = dp.lateral
     t_max, alpha = profiles(e_gev, rng.standard_normal((2, n)), media, lp)
-    counts = n_spots(e_gev, params.deposit)
-    idx = np.repeat(shower, counts)  # (K,) shower of each spot, an index into tracks
-    k = len(idx)
+    counts = n_spots(e_gev, dp)  # depths per shower
+    idx = np.repeat(shower, counts)  # (D,) shower of each depth, an index into tracks
+    d = len(idx)
+    starts = np.cumsum(counts) - counts  # every shower has at least min_spots >= 1
 
-    def each(per_shower) -> np.ndarray:  # (n,) -> (K,) float32, the value of each spot's shower
+    def each(per_shower) -> np.ndarray:  # (n,) -> (D,) float32, the value of each depth's shower
         return np.repeat(np.asarray(per_shower, dtype=f32), counts)
 
     # depth after the start: a Gamma(alpha) variate over beta = (alpha - 1) / T
-    gam = rng.standard_gamma(each(alpha), dtype=f32)  # (K,) in units of 1/beta
+    gam = rng.standard_gamma(each(alpha), dtype=f32)  # (D,) in units of 1/beta
+    weights = None
+    if dp.early_spots > 0 or dp.late_spots > 0:
+        # Light early and late spots: shares q_e, q_l of the depths are drawn from profiles
+        # compressed by c (rate c beta) and stretched by s (rate beta/s), and every depth is
+        # weighted by f/g, g = (1 - q_e - q_l) f + q_e f_c + q_l f_s the density it came
+        # from: the same mean profile, with more, lighter spots at the start and the end of
+        # the shower, where Geant4 spreads its energy over many small deposits.
+        # f_c/f = c^alpha exp(-(c - 1) x), f_s/f = s^-alpha exp((1 - 1/s) x), x = beta t.
+        pick = rng.random(d, dtype=f32)
+        gam *= np.where(
+            pick < f32(dp.early_spots),
+            f32(1.0 / dp.early_squeeze),
+            np.where(pick >= f32(1.0 - dp.late_spots), f32(dp.late_stretch), f32(1.0)),
+        )
+        ratio = f32(1.0 - dp.early_spots - dp.late_spots)
+        if dp.early_spots > 0:
+            e_part = gam * f32(1.0 - dp.early_squeeze)
+            np.exp(e_part, out=e_part)
+            e_part *= each(dp.early_spots * np.power(dp.early_squeeze, alpha))
+            ratio = ratio + e_part
+        if dp.late_spots > 0:
+            l_part = np.minimum(gam * f32(1.0 - 1.0 / dp.late_stretch), f32(80.0))
+            np.exp(l_part, out=l_part)
+            l_part *= each(dp.late_spots * np.power(dp.late_stretch, -alpha))
+            ratio = ratio + l_part
+        weights = np.reciprocal(ratio)
     depth = gam * each(t_max / (alpha - 1.0))
     t = depth + each(t_start) if np.any(t_start) else depth
     # The age that shapes the radial profile is measured against the mean depth of the
@@ -203,7 +249,8 @@ def em_spots(
     # containment that barely fluctuates (the 4 central layer-1 cells hold 0.888 +- 0.009
     # of a 50 GeV e+ layer), 4x less than ages of individual showers give.
     # (capped where the profile is long over: the GFlash tail radius grows exponentially)
-    tau = depth * each(np.exp(-profile_moments(e_gev, media, lp)[0]))
+    t_mean = np.exp(profile_moments(e_gev, media, lp)[0])  # (n,) X0
+    tau = depth * each(1.0 / t_mean)
     np.minimum(tau, f32(30.0), out=tau)
     s = tracks.path_from_depth(t, idx, media.x0_boundaries, media.boundaries)
     # the Moliere radius of the layer the shower axis is in at that depth
@@ -212,14 +259,27 @@ def em_spots(
         rm = f32(moliere.mean())
     else:
         z_axis = s * tracks.cos_theta[idx] if tracks.tilted else s
-        rm = moliere.astype(f32)[layer_of(z_axis, media.boundaries)]
+        rm = moliere.astype(f32)[layer_of(z_axis, media.boundaries)][:, None]
     z, _, _ = reference_medium(media)
-    rp = params.radial
     core0, k4, inv_p3 = _radial_coefficients(np.log(e_gev), z, rp)
     r_core, r_tail, p_core = _radial_at(tau, each(core0), each(k4), each(inv_p3), z, rp)
-    u = rng.random((3, k), dtype=f32)
-    core = u[0] < p_core
-    radius = np.where(core, r_core, r_tail)
+    u = rng.random((3, d, m), dtype=f32)  # the m spots of every depth
+    core = u[0] < p_core[:, None]
+    radius = np.where(core, r_core[:, None], r_tail[:, None])  # (D, m)
+    # Radial quantiles v stratified over the m spots of a depth ((j + U) / m: a shower of
+    # thousands of particles is smooth, not a few hundred independent lumps) and drawn
+    # outwards, v -> 1 - (1 - v)^k with weight k (1 - v)^(k - 1), k = ``outer_spots``: more,
+    # lighter spots away from the axis, where Geant4 spreads its energy over many deposits
+    v = u[1]
+    if m > 1:
+        v += np.arange(m, dtype=f32)
+        v *= f32(1.0 / m)
+    outer = None
+    if rp.outer_spots != 1.0:
+        rest = f32(1.0) - v
+        outer = np.power(rest, f32(rp.outer_spots - 1.0))
+        v = f32(1.0) - rest * outer
+        outer *= f32(rp.outer_spots)
     # inverse of the cumulative F(r) = r^2/(r^2 + R^2) of 2 r R^2/(r^2 + R^2)^2, drawn below
     # F(r_max): the r^-3 tail would otherwise put a few spots metres out, a leakage whose
     # spot-by-spot noise alone exceeds the 0.16 % resolution of the Geant4 total response
@@ -227,7 +287,7 @@ def em_spots(
     q = radius * radius
     q += r_max2
     np.divide(r_max2, q, out=q)
-    q *= u[1]  # uniform in [0, F(r_max))
+    q *= v  # in [0, F(r_max))
     r = f32(1.0) - q
     np.divide(q, r, out=r)
     np.sqrt(r, out=r)
@@ -235,26 +295,53 @@ def em_spots(
     r *= rm
     psi = u[2]
     psi *= f32(2.0 * math.pi)
-    # Spot energies: exponential weights, so that cell energies are continuous. The energy
-    # behind the back face is the profile's own tail, 1 - P(alpha, beta (t_back - t_start)),
-    # which leaves the calorimeter; the spots in front share the rest. Leakage then
-    # fluctuates with the profile, as in a real shower, and not with the count of the few
-    # spots that happen to land behind the calorimeter (those carry no energy).
-    t_back = media.x0_boundaries[-1] / tracks.cos_theta[shower] - t_start  # (n,) back face, after the start
-    contained = gammainc(alpha, (alpha - 1.0) / t_max * np.maximum(t_back, 0.0))  # (n,)
-    weights = rng.standard_exponential(k, dtype=f32)
-    weights *= depth < each(t_back)
-    starts = np.cumsum(counts) - counts  # every shower has at least min_spots >= 1
-    w = np.add.reduceat(weights, starts, dtype=np.float64)
-    share = np.divide(e_dep * contained, w, out=np.zeros(n), where=w > 0)
-    energy = weights * each(share)
     uu = np.cos(psi)
     uu *= r
     vv = np.sin(psi, out=psi)
     vv *= r
-    sp = params.sampling
+    if dp.wander > 0:
+        # The shower's axis wanders: Geant4's showers are smooth where they are dense (the
+        # inner strips of layer 0 vary by 40 % shower to shower, as their layer does), but
+        # the few energetic particles of their start scatter, and the centroid of a 50 GeV
+        # e+ wanders by 0.55 mm in layer 0 and 1.1 mm in layer 1, in proportion to
+        # 1/sqrt(E), the two only loosely correlated. The axis of shower i is offset by
+        # W_i1 sqrt(min(t, T)) + W_i2 sqrt(max(t - T, 0)) mm at depth t (X0 after its
+        # start), T its mean depth of maximum, W normal with standard deviation
+        # ``wander`` / sqrt(E/GeV) along u and v.
+        w = rng.standard_normal((2, 2, n)) * (dp.wander / np.sqrt(e_gev))
+        tm = each(t_mean)
+        before = np.sqrt(np.minimum(depth, tm))
+        after = np.sqrt(np.maximum(depth - tm, f32(0.0)))
+        uu += (each(w[0, 0]) * before + each(w[1, 0]) * after)[:, None]
+        vv += (each(w[0, 1]) * before + each(w[1, 1]) * after)[:, None]
+    # Spot energies: random weights (exponential or Gamma, one per depth), so that cell
+    # energies are continuous. The energy behind the back face is the profile's own tail,
+    # 1 - P(alpha, beta (t_back - t_start)), which leaves the calorimeter; the spots in front
+    # share the rest. Leakage then fluctuates with the profile, as in a real shower, and not
+    # with the count of the few spots that happen to land behind the calorimeter (those
+    # carry no energy).
+    t_back = media.x0_boundaries[-1] / tracks.cos_theta[shower] - t_start  # (n,) back face, after the start
+    contained = gammainc(alpha, (alpha - 1.0) / t_max * np.maximum(t_back, 0.0))  # (n,)
+    if dp.weight_shape == 1.0:
+        draw = rng.standard_exponential(d, dtype=f32)
+    else:  # Gamma weights of mean 1 and variance 1/shape: smoother than exponential ones
+        draw = rng.standard_gamma(f32(dp.weight_shape), d, dtype=f32)
+        draw *= f32(1.0 / dp.weight_shape)
+    draw *= depth < each(t_back)
+    weights = draw if weights is None else weights * draw
+    energy = np.repeat(weights[:, None], m, axis=1) if outer is None else outer * weights[:, None]  # (D, m)
+    w_sum = np.add.reduceat(energy.sum(axis=1, dtype=np.float64), starts)
+    # every spot as a flat (K,) array, K = D m; a shower's spots stay contiguous
+    s = np.repeat(s, m)
+    uu, vv, energy = uu.reshape(-1), vv.reshape(-1), energy.reshape(-1)
+    idx = np.repeat(idx, m)
+    per_shower = counts * m
+    halo, e_halo = halo_spots(rng, per_shower, starts * m, s, uu, vv, shower, e_gev, e_dep * contained, media, params.halo, sp, active)
+    share = np.divide(e_dep * contained - e_halo, w_sum, out=np.zeros(n), where=w_sum > 0)
+    energy *= np.repeat(share.astype(f32), per_shower)
+    made = quanta(rng, energy, params.halo) if params.halo.merge > 0 else None
     if not active:  # the total convention needs no active share
-        return Spots(idx, s, uu, vv, energy, 1.0, sp.stochastic)
+        return [Spots(idx, s, uu, vv, energy, 1.0, sp.stochastic), *halo]
     # e/mip of each spot, scaled so that every shower's mean is ehat exactly: the few
     # hundred spots' random depths and core/tail draws, or a deep or shallow profile, must
     # not spread the active share, which in Geant4 is constant and uncorrelated with the
@@ -263,9 +350,163 @@ def em_spots(
     np.exp(hat, out=hat)
     hat *= f32(sp.ehat_boost)
     hat += f32(1.0)  # ehat_shape(t / T)
-    if sp.ehat_tail != 1.0:
-        hat = np.where(core, hat, hat * f32(sp.ehat_tail))
-    drawn = np.add.reduceat(energy * hat, starts, dtype=np.float64)
-    norm = np.divide(sp.ehat * np.add.reduceat(energy, starts, dtype=np.float64), drawn, out=np.zeros(n), where=drawn > 0)
-    hat *= each(norm)
-    return Spots(shower=idx, s=s, u=uu, v=vv, energy=energy, ehat=hat, stochastic=sp.stochastic)
+    hat = np.where(core, hat[:, None], hat[:, None] * f32(sp.ehat_tail)).reshape(-1)
+    drawn = np.add.reduceat(energy * hat, starts * m, dtype=np.float64)
+    norm = np.divide(sp.ehat * np.add.reduceat(energy, starts * m, dtype=np.float64), drawn, out=np.zeros(n), where=drawn > 0)
+    hat *= np.repeat(norm.astype(f32), per_shower)
+    stochastic = sp.stochastic
+    if made is not None and len(made):  # the quanta are seen whole, in part or not at all: no further sampling
+        hat[made] = seen(rng, len(made), params.halo, float(media.sf_mip[media.reference_layer()]))
+        stochastic = np.full(len(hat), sp.stochastic, dtype=f32)
+        stochastic[made] = 0.0
+    return [Spots(shower=idx, s=s, u=uu, v=vv, energy=energy, ehat=hat, stochastic=stochastic), *halo]
+
+
+TINY_MEV = 1e-3  # the smallest quantum: Geant4's faintest cells hold a few keV and less
+
+
+def quantum_energies(rng: np.random.Generator, k: int, hp: Halo) -> np.ndarray:
+    """(k,) float32 MeV: energies of k soft quanta (see ``params.Halo``).
+
+    Log-normal of median ``energy_mev`` and log-width ``energy_sigma``; a share ``tiny`` of
+    them instead log-uniform between ``TINY_MEV`` and the median: the ends of electron tracks
+    that cross into a cell and absorbed low-energy photons, Geant4's faintest cells.
+    """
+    f32 = np.float32
+    z = rng.standard_normal(k, dtype=f32)
+    z *= f32(hp.energy_sigma)
+    if hp.tiny > 0:
+        w = rng.random(k, dtype=f32)
+        faint = w < f32(hp.tiny)
+        # w / tiny is uniform in [0, 1) where faint: log-uniform from TINY_MEV up to the median
+        span = math.log(TINY_MEV / hp.energy_mev)
+        z = np.where(faint, f32(span) - w * f32(span / hp.tiny), z) if span < 0 else z
+    np.exp(z, out=z)
+    z *= f32(hp.energy_mev)
+    return z
+
+
+def mean_quantum(hp: Halo) -> float:
+    """Mean energy (MeV) of ``quantum_energies``."""
+    lognormal = hp.energy_mev * math.exp(0.5 * hp.energy_sigma**2)
+    if hp.tiny <= 0 or hp.energy_mev <= TINY_MEV:
+        return lognormal
+    uniform = (hp.energy_mev - TINY_MEV) / math.log(hp.energy_mev / TINY_MEV)
+    return (1.0 - hp.tiny) * lognormal + hp.tiny * uniform
+
+
+def quanta(rng: np.random.Generator, energy: np.ndarray, hp: Halo) -> np.ndarray:
+    """Turn spots lighter than ``hp.merge`` mean quanta into whole quanta or nothing, in place;
+    returns the indices of the spots that became quanta.
+
+    Russian roulette: a spot of e MeV below m = ``merge`` <q> (<q> the mean quantum, see
+    ``params.Halo``) survives with probability e / <q> and then deposits one quantum drawn
+    from the quantum spectrum; on average it deposits e. Where a shower is thin its energy
+    arrives one soft quantum at a time, so the number of hit cells there follows the energy
+    (about one per MeV, as in Geant4), whatever the number of spots that carried it.
+    """
+    f32 = np.float32
+    mean_q = mean_quantum(hp)
+    light = np.flatnonzero(energy < f32(hp.merge * mean_q))
+    if len(light) == 0:
+        return light
+    e = energy[light]
+    keep = rng.random(len(light), dtype=f32) * f32(mean_q) < e
+    energy[light] = np.where(keep, quantum_energies(rng, len(light), hp), f32(0.0))
+    return light[keep]
+
+
+def seen(rng: np.random.Generator, k: int, hp: Halo, sf: float) -> np.ndarray:
+    """(k,) float32 active shares, relative to the MIP sampling fraction ``sf``, of k soft quanta.
+
+    A soft photon converts at one point, in the absorber or in a gap, and its electron
+    stays close by: a quantum is seen whole (probability ``hp.whole``), in part (a fraction
+    U^2, U uniform: an electron from the absorber that reaches into a gap), or not at all,
+    its mean share being ``hp.ehat`` sf. (Geant4: of the cells
+    holding 0.3-1 MeV in the total convention, 71 % read zero in the active one and 7 %
+    read it all.)
+    """
+    f32 = np.float32
+    whole = min(hp.whole, hp.ehat * sf)
+    part = min(3.0 * (hp.ehat * sf - whole), 1.0 - whole)  # partial fractions U^2 have mean 1/3
+    u = rng.random((2, k), dtype=f32)
+    frac = np.where(u[0] < f32(whole), f32(1.0), np.where(u[0] < f32(whole + part), u[1] * u[1], f32(0.0)))
+    frac *= f32(1.0 / sf)
+    return frac
+
+
+_MAX_HALO_SHARE = 0.5  # of a shower's deposit: keeps a tiny shower's few quanta from exceeding it
+
+
+def halo_spots(
+    rng: np.random.Generator,
+    counts: np.ndarray,
+    starts: np.ndarray,
+    s: np.ndarray,
+    u: np.ndarray,
+    v: np.ndarray,
+    shower: np.ndarray,
+    e_gev: np.ndarray,
+    budget: np.ndarray,
+    media: Media,
+    hp: Halo,
+    sp: Sampling,
+    active: bool,
+) -> tuple[list[Spots], np.ndarray]:
+    """The soft-photon quanta of n showers (see ``params.Halo``) and the energy they take, (n,) MeV.
+
+    Shower i's spots are ``starts[i]`` .. ``starts[i] + counts[i] - 1`` of (s, u, v) (K,) mm;
+    ``shower`` (n,) indexes the tracks, ``budget`` (n,) MeV is what the shower deposits in front
+    of the back face. Returns ([], zeros) without a halo.
+    """
+    n = len(counts)
+    if hp.per_gev <= 0:
+        return [], np.zeros(n)
+    f32 = np.float32
+    scale = np.power(e_gev, hp.exponent)
+    n_far = rng.poisson(hp.per_gev * scale)
+    nh = n_far + rng.poisson(hp.near_per_gev * scale) if hp.near_per_gev > 0 else n_far
+    kh = int(nh.sum())
+    if kh == 0:
+        return [], np.zeros(n)
+    # quantum j of a shower leaves from its spot j (mod the spot count): a shower's spots are
+    # drawn independently, so its first spots are as random a choice as any, and contiguous
+    first = np.cumsum(nh) - nh
+    rank = np.arange(kh) - np.repeat(first, nh)
+    origin = np.repeat(starts, nh) + rank % np.repeat(counts, nh)
+    x0 = media.x0[media.reference_layer()]
+    flight = rng.standard_exponential(kh, dtype=f32)
+    if hp.near_per_gev > 0:  # a shower's first n_far quanta fly far, the others near
+        far = rank < np.repeat(n_far, nh)
+        flight *= np.where(far, f32(hp.flight_x0 * x0), f32(hp.near_flight_x0 * x0))
+        flight += np.where(far, f32(hp.min_flight_x0 * x0), f32(0.0))
+    else:
+        flight *= f32(hp.flight_x0 * x0)
+        flight += f32(hp.min_flight_x0 * x0)
+    w = rng.random((2, kh), dtype=f32)
+    b = hp.forward
+    if b == 0.0:
+        cos = w[0] * f32(2.0)
+        cos -= f32(1.0)  # isotropic: cos(angle to the axis) uniform in [-1, 1]
+    else:  # density (1 + b c)/2 on [-1, 1]: its cumulative inverted
+        cos = np.sqrt(f32(1.0 - 2.0 * b + b * b) + f32(4.0 * b) * w[0])
+        cos -= f32(1.0)
+        cos *= f32(1.0 / b)
+        np.clip(cos, f32(-1.0), f32(1.0), out=cos)  # float32 rounding at the ends
+    across = np.sqrt(f32(1.0) - cos * cos) * flight
+    w[1] *= f32(2.0 * math.pi)
+    s_h = s[origin] + cos * flight
+    u_h = u[origin] + across * np.cos(w[1])
+    v_h = v[origin] + across * np.sin(w[1])
+    energy = quantum_energies(rng, kh, hp)
+    cum = np.concatenate([[0.0], np.cumsum(energy, dtype=np.float64)])
+    e_halo = cum[first + nh] - cum[first]  # (n,) the quanta of each shower are contiguous
+    # a shower never gives more than half its deposit to quanta
+    cap = np.minimum(1.0, np.divide(_MAX_HALO_SHARE * budget, e_halo, out=np.ones(n), where=e_halo > 0))
+    if (cap < 1).any():
+        energy *= np.repeat(cap.astype(f32), nh)
+        e_halo = e_halo * cap
+    if not active:
+        return [Spots(np.repeat(shower, nh), s_h, u_h, v_h, energy, 1.0, sp.stochastic)], e_halo
+    hat = seen(rng, kh, hp, float(media.sf_mip[media.reference_layer()]))
+    return [Spots(np.repeat(shower, nh), s_h, u_h, v_h, energy, hat, 0.0)], e_halo

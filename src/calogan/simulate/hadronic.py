@@ -85,11 +85,10 @@ def hadron_spots(
         live = e_em > 1e-3
         if live.any():
             h = hit[live]
-            parts.append(
-                em_spots(rng, hp.em_energy_scale * e_em[live], 1000.0 * e_em[live], start_x0[live], h, tracks, media, em, active),
-            )
+            parts += em_spots(rng, hp.em_energy_scale * e_em[live], 1000.0 * e_em[live], start_x0[live], h, tracks, media, em, active)
         # the hadronic part: longer, wider, partly invisible
-        visible = np.clip(hp.visible + hp.visible_sigma * rng.standard_normal(len(hit)), 0.0, 1.0)
+        mean_visible = hp.visible * np.power(np.maximum(e_left, 1e-3) / 10.0, hp.visible_slope)
+        visible = np.clip(mean_visible + hp.visible_sigma * rng.standard_normal(len(hit)), 0.0, 1.0)
         e_had = (1.0 - f_em) * e_left
         parts.append(_hadronic_spots(rng, e_had, 1000.0 * e_had * visible, t_int[hit], hit, tracks, media, hp, em))
     return parts
@@ -106,7 +105,7 @@ def _hadronic_spots(
     hp: HadronicParams,
     em: EMParams,
 ) -> Spots:
-    counts = n_spots(np.maximum(e_gev, 1e-3), em.deposit)
+    counts = n_spots(np.maximum(e_gev, 1e-3), em.deposit) * em.deposit.lateral  # as many spots as an EM shower
     idx = np.repeat(np.arange(len(e_gev)), counts)
     # lambda_I after the interaction; the maximum moves deeper with ln E
     t_max = np.maximum(hp.t_max + hp.t_max_slope * np.log(np.maximum(e_gev, 1e-3) / 10.0), 0.05)
@@ -120,6 +119,8 @@ def _hadronic_spots(
         scale = lam[np.clip(np.searchsorted(media.boundaries, z_axis, side="right") - 1, 0, media.n_layers - 1)]
     u = rng.random((3, len(idx)))
     radius = np.where(u[0] < hp.p_core, hp.r_core, hp.r_tail)
+    if hp.r_slope != 0.0:
+        radius = radius * np.power(np.maximum(e_gev, 1e-3) / 10.0, hp.r_slope)[idx]
     r = scale * radius * np.sqrt(u[1] / (1.0 - u[1]))
     psi = (2.0 * math.pi) * u[2]
     weights = rng.standard_exponential(len(idx))

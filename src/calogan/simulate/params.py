@@ -19,6 +19,7 @@ __all__ = [
     "Deposit",
     "EMParams",
     "HadronicParams",
+    "Halo",
     "Longitudinal",
     "Radial",
     "Sampling",
@@ -29,7 +30,19 @@ __all__ = [
 ]
 
 PARAMS_FORMAT = "calogan-simulate-params"
-PARAMS_VERSION = 1
+PARAMS_VERSION = 2
+# Keys each version added, by section: a file of an older version reads with their defaults,
+# which leave out what they model (version 2: the soft photons and quanta, light tail, early
+# and late spots, the energy dependence of the pion model), so it gives the showers it gave
+# before, but for the active convention's sampling (``deposit.sampled_share``).
+_ADDED_IN = {
+    2: {
+        "em.halo": None,
+        "em.radial": {"outer_spots", "core_age"},
+        "em.deposit": {"early_spots", "early_squeeze", "late_spots", "late_stretch", "lateral", "wander", "weight_shape"},
+        "hadronic": {"visible_slope", "r_slope"},
+    }
+}
 
 # Particles the simulator knows and the shipped parameter file each one uses. Electrons and
 # negative pions use the parameters fitted on their antiparticles: the showers differ by
@@ -79,23 +92,85 @@ class Radial:
 
     r in Moliere radii, Rc, Rt and p functions of the shower age tau = t/T and E (GFlash
     eqs. 29-31, homogeneous media, Z the effective charge); the fit scales Rc, Rt and p.
-    Radii beyond ``r_max`` are not drawn.
+    Radii beyond ``r_max`` are not drawn. With ``outer_spots`` k > 1 a spot's radial
+    quantile v is drawn as 1 - (1 - v)^k and its energy weighted by k (1 - v)^(k - 1): the
+    same mean profile from more, lighter spots away from the axis.
     """
 
     core_scale: float = 1.0
+    core_age: float = 1.0  # scales the age term z2 tau of Rc apart: the core of a young shower and of an old one
     tail_scale: float = 1.0
     tail_early: float = 1.0  # scales the early-age term exp(-2.59 (tau - 0.645)) of Rt
     p_scale: float = 1.0
     r_max: float = 5.0  # Moliere radii: the profile's r^-3 tail is cut here (see em_spots)
+    outer_spots: float = 1.0  # >= 1: spots drawn further out, more numerous and lighter there (see em_spots)
 
     def __post_init__(self) -> None:
         _require(
             self,
             core_scale=self.core_scale > 0,
+            core_age=self.core_age >= 0,
             tail_scale=self.tail_scale > 0,
             tail_early=self.tail_early >= 0,
             p_scale=self.p_scale >= 0,
             r_max=self.r_max > 0,
+            outer_spots=self.outer_spots >= 1,
+        )
+
+
+@dataclass(frozen=True)
+class Halo:
+    """Soft photons: the many small deposits a shower leaves far from its core.
+
+    Most of a shower's energy is deposited by charged particles near its axis, but the
+    photons of a few hundred keV to a few MeV at its end (Compton scattering, photoelectric
+    absorption) travel centimetres before they deposit, one quantum at a time: they light
+    up the cells far from the axis and the back layer. A shower of E GeV sends a Poisson
+    number with mean ``per_gev`` E^``exponent`` of them, each from one of its spots, over
+    ``min_flight_x0`` plus an exponential flight of mean ``flight_x0`` radiation lengths of
+    the reference medium (the photons that fly less land among the shower's own spots),
+    and ``near_per_gev`` E^``exponent`` more over an exponential flight of mean
+    ``near_flight_x0`` (those that light up the thin edges of the core), in a direction of density (1 + ``forward`` cos)/2 in the cosine of its angle to the
+    axis. A quantum deposits a log-normal energy of median ``energy_mev`` MeV and log-width
+    ``energy_sigma`` (a share ``tiny`` of them a log-uniform energy from 1 keV to that
+    median: track ends and absorbed low-energy photons), taken from the shower. In the
+    active convention a quantum is seen whole with probability ``whole``, in part or not at
+    all, its mean share ``ehat`` f_mip (soft photons convert mostly in the high-Z absorber;
+    ``em.seen``). Spots lighter than ``merge`` mean
+    quanta become one quantum or nothing (``em.quanta``), so that the thin parts of a
+    shower, too, deposit their energy one quantum at a time. ``per_gev = 0`` and
+    ``merge = 0`` leave both out.
+    """
+
+    per_gev: float = 0.0
+    exponent: float = 0.5
+    flight_x0: float = 2.0
+    min_flight_x0: float = 0.0
+    near_per_gev: float = 0.0
+    near_flight_x0: float = 1.0
+    forward: float = 0.0
+    energy_mev: float = 0.7
+    energy_sigma: float = 1.0
+    tiny: float = 0.0
+    ehat: float = 0.6
+    whole: float = 0.0
+    merge: float = 0.0
+
+    def __post_init__(self) -> None:
+        _require(
+            self,
+            per_gev=self.per_gev >= 0,
+            flight_x0=self.flight_x0 > 0,
+            min_flight_x0=self.min_flight_x0 >= 0,
+            near_per_gev=self.near_per_gev >= 0,
+            near_flight_x0=self.near_flight_x0 > 0,
+            forward=-1 <= self.forward <= 1,
+            energy_mev=self.energy_mev > 0,
+            energy_sigma=self.energy_sigma >= 0,
+            tiny=0 <= self.tiny <= 1,
+            ehat=self.ehat > 0,
+            whole=0 <= self.whole <= 1,
+            merge=0 <= self.merge <= 1,
         )
 
 
@@ -106,10 +181,20 @@ class Deposit:
     Each shower deposits E_inc (1 - loss) in spots; loss >= 0 is Gamma distributed with mean
     ``loss_mean + loss_mean_stochastic/sqrt(E)`` and spread sqrt(s^2/E + c^2) with
     s = ``loss_sigma_stochastic``, c = ``loss_sigma_constant`` (E in GeV): backscatter,
-    nuclear losses and what the longitudinal profile does not carry. The number of spots is
-    ``spots_per_gev * E^spots_exponent`` clipped to [``min_spots``, ``max_spots``]; spot
-    energies share the shower's energy with exponential weights so that cell energies are
-    continuous rather than multiples of a spot energy.
+    nuclear losses and what the longitudinal profile does not carry. A shower has
+    ``spots_per_gev * E^spots_exponent`` depths, clipped to [``min_spots``, ``max_spots``],
+    and ``lateral`` spots at each (one draw of the depth, its age and radial profile serves
+    them; their radial quantiles are stratified). Spot energies share the shower's energy
+    with random weights, Gamma of shape ``weight_shape`` per depth (1: exponential), so that
+    cell energies are continuous rather than multiples of a spot energy.
+
+    Where Geant4 spreads energy over many small deposits the spots are made more numerous
+    and lighter, the mean shower unchanged (importance sampling): shares ``early_spots`` and
+    ``late_spots`` of the depths come from the profile compressed by ``early_squeeze`` and
+    stretched by ``late_stretch``, weighted by the ratio of the densities (``em.em_spots``;
+    ``Radial.outer_spots`` does the same outwards). The shower's axis wanders by
+    ``wander`` / sqrt(E/GeV) mm per sqrt(X0) before and after the maximum. ``lateral = 1``,
+    zero shares and ``wander`` leave these out.
     """
 
     loss_mean: float = 0.007
@@ -120,6 +205,13 @@ class Deposit:
     spots_exponent: float = 0.5
     min_spots: int = 60
     max_spots: int = 2000
+    early_spots: float = 0.0
+    early_squeeze: float = 2.0
+    late_spots: float = 0.0
+    late_stretch: float = 2.0
+    lateral: int = 1
+    wander: float = 0.0
+    weight_shape: float = 1.0
 
     def __post_init__(self) -> None:
         _require(
@@ -130,6 +222,13 @@ class Deposit:
             spots_per_gev=self.spots_per_gev > 0,
             min_spots=self.min_spots >= 1,
             max_spots=self.max_spots >= self.min_spots,
+            early_spots=0 <= self.early_spots < 1,
+            early_squeeze=self.early_squeeze >= 1,
+            late_spots=0 <= self.late_spots < 1 - self.early_spots,
+            late_stretch=self.late_stretch >= 1,
+            lateral=self.lateral >= 1,
+            wander=self.wander >= 0,
+            weight_shape=self.weight_shape > 0,
         )
 
 
@@ -172,6 +271,7 @@ class EMParams:
     radial: Radial = field(default_factory=Radial)
     deposit: Deposit = field(default_factory=Deposit)
     sampling: Sampling = field(default_factory=Sampling)
+    halo: Halo = field(default_factory=Halo)
 
 
 @dataclass(frozen=True)
@@ -180,9 +280,11 @@ class HadronicParams:
 
     Lengths of the hadronic part are in effective nuclear interaction lengths lambda_I of
     the layer stack. The EM fraction has mean 1 - (E/em_e0)^(em_k - 1) (Wigmans) and a Beta
-    spread ``em_sigma``; the hadronic part deposits a fraction ``visible`` (spread
-    ``visible_sigma``) of its energy, the rest being invisible (binding energy, neutrinos,
-    slow neutrons).
+    spread ``em_sigma``; the hadronic part deposits a fraction ``visible`` (E / 10 GeV)^
+    ``visible_slope`` (spread ``visible_sigma``) of its energy, the rest being invisible
+    (binding energy, neutrinos, slow neutrons). Its radial profile is a core + tail mixture
+    whose radii ``r_core``, ``r_tail`` at 10 GeV scale as (E / 10 GeV)^``r_slope``: the
+    secondary hadrons of a harder interaction spread wider.
     """
 
     lambda_scale: float = 1.15  # pion inelastic length / lambda_I
@@ -194,12 +296,14 @@ class HadronicParams:
     em_sigma: float = 0.15
     em_energy_scale: float = 0.3  # the EM part develops like an EM shower of this share of its energy
     visible: float = 0.6
+    visible_slope: float = 0.0  # visible(E) = visible (E / 10 GeV)^visible_slope
     visible_sigma: float = 0.15
     alpha: float = 1.6  # hadronic Gamma profile in lambda_I
     t_max: float = 0.6  # depth of its maximum at 10 GeV, lambda_I
     t_max_slope: float = 0.1  # growth of that depth per unit of ln(E / 10 GeV), lambda_I
-    r_core: float = 0.06  # lambda_I
-    r_tail: float = 0.3  # lambda_I
+    r_core: float = 0.06  # lambda_I, at 10 GeV
+    r_tail: float = 0.3  # lambda_I, at 10 GeV
+    r_slope: float = 0.0  # both radii scale as (E / 10 GeV)^r_slope
     p_core: float = 0.6
     ehat: float = 0.85  # active share of hadronic deposits / f_mip
     stochastic: float = 0.1  # sampling term of the hadronic part, as Sampling.stochastic
@@ -268,17 +372,25 @@ class SimParams:
     def from_dict(cls, d: dict[str, Any], source: str = "parameters") -> SimParams:
         if not isinstance(d, dict) or d.get("format") != PARAMS_FORMAT:
             raise ConfigError(f"{source}: not a calogan simulator parameter file (expected format {PARAMS_FORMAT!r})")
-        if d.get("version") != PARAMS_VERSION:
-            raise ConfigError(f"{source}: parameter file version {d.get('version')!r}, this calogan reads version {PARAMS_VERSION}")
+        version = d.get("version")
+        if version not in range(1, PARAMS_VERSION + 1):
+            raise ConfigError(f"{source}: parameter file version {version!r}, this calogan reads versions 1 to {PARAMS_VERSION}")
+        added = _added_after(version)
         em = d.get("em")
         if not isinstance(em, dict):
             raise ConfigError(f"{source}: key 'em' must be an object")
         unknown = sorted(set(em) - set(_EM_SECTIONS))
         if unknown:
             raise ConfigError(f"{source}: em: unknown key(s) {', '.join(unknown)}; known: {', '.join(_EM_SECTIONS)}")
-        sections = {name: _section(cls, em.get(name), f"{source}: em.{name}") for name, cls in _EM_SECTIONS.items()}
+        sections = {}
+        for name, section in _EM_SECTIONS.items():
+            where = f"em.{name}"
+            if where in added and added[where] is None:  # a whole section the file's version did not have
+                sections[name] = _section(section, em.get(name, {}), f"{source}: {where}", {f.name for f in fields(section)})
+            else:
+                sections[name] = _section(section, em.get(name), f"{source}: {where}", added.get(where, set()))
         hadronic = d.get("hadronic")
-        had = None if hadronic is None else _section(HadronicParams, hadronic, f"{source}: hadronic")
+        had = None if hadronic is None else _section(HadronicParams, hadronic, f"{source}: hadronic", added.get("hadronic", set()))
         return cls(
             particle=str(d.get("particle")),
             em=EMParams(**sections),
@@ -291,7 +403,7 @@ class SimParams:
         return replace(self, provenance=provenance)
 
 
-_EM_SECTIONS = {"longitudinal": Longitudinal, "radial": Radial, "deposit": Deposit, "sampling": Sampling}
+_EM_SECTIONS = {"longitudinal": Longitudinal, "radial": Radial, "deposit": Deposit, "sampling": Sampling, "halo": Halo}
 
 
 def _code(particle: str) -> int:
@@ -301,14 +413,26 @@ def _code(particle: str) -> int:
         raise ConfigError(f"{err}; the simulator supports {', '.join(SUPPORTED_PARTICLES)}") from None
 
 
-def _section(cls, values, where: str):
+def _added_after(version: int) -> dict[str, set[str] | None]:
+    """Keys added after ``version``, by section; None for a whole new section."""
+    out: dict[str, set[str] | None] = {}
+    for v, sections in _ADDED_IN.items():
+        if v > version:
+            for where, keys in sections.items():
+                out[where] = None if keys is None or out.get(where, set()) is None else out.get(where, set()) | keys
+    return out
+
+
+def _section(cls, values, where: str, optional: set[str] | None = None):
+    """The section ``cls`` from a JSON object; keys in ``optional`` (those a file's older
+    version did not have) take their defaults when missing."""
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: must be an object")
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
-    missing = sorted(set(known) - set(values))
+    missing = sorted(set(known) - set(values) - (optional or set()))
     if missing:
         raise ConfigError(f"{where}: missing key(s) {', '.join(missing)}")
     out = {}

@@ -117,7 +117,7 @@ def simulate_block(
             track, e_dep = primary_track(rng, e_dep, tracks, med, lp.track_x0, params.em.sampling)
             parts.append(track)
         t_start = lp.conversion_x0 * rng.standard_exponential(n) if lp.conversion_x0 > 0 else np.zeros(n)
-        parts.append(em_spots(rng, e_inc, e_dep, t_start, np.arange(n), tracks, med, params.em, active=active))
+        parts += em_spots(rng, e_inc, e_dep, t_start, np.arange(n), tracks, med, params.em, active=active)
     return deposit(parts, tracks, e_inc, cell_map, med, mode, rng)
 
 
