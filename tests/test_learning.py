@@ -48,7 +48,11 @@ def distance(model_path, real: ShowerData) -> float:
 FAMILIES = {
     "wgan": ("wgan_demo.yaml", False, ["max_steps=400", "batch_size=32", "d_steps=2"]),
     "calogan": ("calogan_tiny.yaml", False, ["max_steps=250", "lr_d=2e-4", "lr_g=1e-3"]),
-    "conditional calogan": ("calogan_tiny.yaml", True, ["max_steps=400", "lr_d=2e-4", "lr_g=1e-3", "family=cond_calogan", "conditions=[e_inc,x0]"]),
+    "conditional calogan": (
+        "calogan_tiny.yaml",
+        True,
+        ["max_steps=400", "lr_d=2e-4", "lr_g=1e-3", "family=cond_calogan", "conditions=[e_inc,x0]"],
+    ),
 }
 
 
