@@ -9,7 +9,7 @@ import torch
 from calogan.checkpoint import load_checkpoint
 from calogan.cli import main
 from calogan.errors import ConfigError
-from calogan.io import write_showers
+from calogan.io import read_showers, write_showers
 from calogan.models.wgan import WGAN
 from calogan.training import TrainConfig, TrainingDiverged, _Sampler, apply_overrides, train
 from conftest import toy_showers
@@ -357,3 +357,13 @@ def test_several_training_files_are_joined(tmp_path, toy_geometry):
     other = write_showers(tmp_path / "g.h5", replace(toy_showers(toy_geometry, n=40, seed=3), pdg=np.full(40, 22)))
     with pytest.raises(ConfigError, match=r"option data: .*g.h5 holds particle 'gamma', .*a.h5 'e\+'; they cannot be joined"):
         train(TrainConfig.from_dict({**tiny(a).to_dict(), "data": [str(a), str(other)]}), tmp_path / "mixed")
+
+
+def test_resume_takes_the_same_data_by_another_path(toy_file, tmp_path, monkeypatch):
+    train(tiny(toy_file, max_steps=2), tmp_path / "run")  # toy_file is absolute
+    monkeypatch.chdir(toy_file.parent)
+    result = train(tiny(toy_file.name, max_steps=4), tmp_path / "run", resume=True)
+    assert result.step == 4
+    other = write_showers(tmp_path / "other.h5", read_showers(toy_file))
+    with pytest.raises(ConfigError, match="option data differs"):
+        train(tiny(other, max_steps=6), tmp_path / "run", resume=True)

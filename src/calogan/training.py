@@ -796,7 +796,7 @@ def _resume_checkpoint(config: TrainConfig, out: Path):
         raise ConfigError(f"--resume: {last} holds no training state")
     stored = TrainConfig.from_dict(ckpt.train_config, where=str(last)).to_dict()
     now = config.to_dict()
-    changed = sorted(k for k in stored if stored[k] != now[k] and k not in _RESUMABLE)
+    changed = sorted(k for k in stored if not _same_option(k, stored[k], now[k]) and k not in _RESUMABLE)
     if changed:
         raise ConfigError(
             f"--resume: option {changed[0]} differs from the run in {out} ({stored[changed[0]]!r} there, "
@@ -807,6 +807,15 @@ def _resume_checkpoint(config: TrainConfig, out: Path):
 
 def _mirror_axes(config: TrainConfig) -> tuple[str, ...]:
     return tuple(name.removeprefix("mirror_") for name in config.augment)
+
+
+def _same_option(key: str, stored, now) -> bool:
+    """Whether a resumed run's option equals the stored one; data files compare as the files
+    they name (a relative and an absolute path to one file are the same data)."""
+    if key in ("data", "val_data") and stored and now:
+        files = lambda v: [Path(f).resolve() for f in ((v,) if isinstance(v, str) else v)]  # noqa: E731
+        return files(stored) == files(now)
+    return stored == now
 
 
 def _new_model(config: TrainConfig, train_data: ShowerData):
