@@ -16,8 +16,10 @@ __all__ = [
     "energy_conservation_loss",
     "flip_classes",
     "flip_labels",
+    "gaussian_kl",
     "gradient_penalty",
     "interpolate",
+    "mean_absolute_percentage_error",
     "moment_matching_loss",
     "smooth_labels",
     "wasserstein_critic_loss",
@@ -163,3 +165,22 @@ def moment_matching_loss(features: torch.Tensor, groups: torch.Tensor, target_me
     used = (n > 1).to(features.dtype)[:, None]  # (K, 1)
     per_group = ((mean - target_mean) ** 2 + (std - target_std) ** 2) * used
     return per_group.sum() / (used.sum() * features.shape[1]).clamp_min(1.0)
+
+
+def mean_absolute_percentage_error(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """100 * mean |predicted - target| / |target| (Keras' ``mean_absolute_percentage_error``, the
+    3D GAN's energy losses). (B,) each -> scalar; targets are floored at 1e-7 in magnitude.
+
+    >>> mean_absolute_percentage_error(torch.tensor([1.5, 3.0]), torch.tensor([1.0, 4.0])).item()  # 50 % and 25 %
+    37.5
+    """
+    return 100.0 * ((predicted - target).abs() / target.abs().clamp_min(1e-7)).mean()
+
+
+def gaussian_kl(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(log_var)) || N(0, 1)) summed over the latent dimensions: (B, D) each -> (B,).
+
+    >>> gaussian_kl(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 0.0]])).tolist()
+    [0.5]
+    """
+    return 0.5 * (mu**2 + log_var.exp() - 1.0 - log_var).sum(dim=1)
