@@ -56,7 +56,10 @@ class TrainConfig:
     Optimisation: ``optimizer`` ``adam`` (``betas``) or ``rmsprop`` (``rmsprop_alpha``), the
     learning rates ``lr_g`` and ``lr_d``, ``batch_size``. One *step* is ``d_steps``
     discriminator updates on consecutive batches of one big batch of ``d_steps *
-    batch_size`` showers, then ``g_steps`` generator updates. The generator's conditions
+    batch_size`` showers, then ``g_steps`` generator updates. A family without a
+    discriminator (the VAE, ``GANModel.adversarial`` false) makes no discriminator updates
+    and has no discriminator optimiser (``lr_d`` and ``d_steps`` unused): its step is
+    ``g_steps`` updates on consecutive batches of ``g_steps * batch_size`` showers. The generator's conditions
     (``condition_sampling``, the choices of the ATLAS GAN, arXiv:2109.02551): ``batch``
     reuses the last discriminator batch's, ``big_batch`` draws ``batch_size`` of the big
     batch's, ``dataset`` draws from the whole training set. ``ema_decay`` (off by default) keeps an exponential moving average of the
@@ -351,7 +354,7 @@ class TrainState:
 
     model: Any
     opt_g: torch.optim.Optimizer
-    opt_d: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer | None  # None: a family without a discriminator
     sampler: _Sampler
     ema: GeneratorEMA | None = None
     step: int = 0
@@ -363,7 +366,7 @@ class TrainState:
         """A state at step 0 around ``model`` (moved to ``device``, in train mode)."""
         model.to(device).train()
         opt_g = _optimizer(config, model.generator_parameters(), config.lr_g)
-        opt_d = _optimizer(config, model.discriminator_parameters(), config.lr_d)
+        opt_d = _optimizer(config, model.discriminator_parameters(), config.lr_d) if model.adversarial else None
         ema = GeneratorEMA(model, model.generator_parameters(), config.ema_decay) if config.ema_decay is not None else None
         return cls(model, opt_g, opt_d, sampler, ema)
 
@@ -371,7 +374,7 @@ class TrainState:
         cuda = run.device.type == "cuda"
         return {
             "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict(),
+            "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
             "sampler": self.sampler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(run.device) if cuda else None,
@@ -383,7 +386,8 @@ class TrainState:
 
     def load_training_state(self, t: dict, step: int, run: _Run) -> None:
         self.opt_g.load_state_dict(t["opt_g"])
-        self.opt_d.load_state_dict(t["opt_d"])
+        if self.opt_d is not None:
+            self.opt_d.load_state_dict(t["opt_d"])
         self.sampler.load_state_dict(t["sampler"])
         torch.set_rng_state(t["torch_rng"])
         if run.device.type == "cuda" and t.get("cuda_rng") is not None:
@@ -421,7 +425,7 @@ class TrainState:
 class _Monitor:
     """What a run shows and records: the progress bar, running means of the losses, log.jsonl."""
 
-    _SHOWN = ("d_loss", "g_loss", "w", "w_phys", "res_ratio")
+    _SHOWN = ("d_loss", "g_loss", "w", "w_phys", "res_ratio", "rec", "kl")
 
     def __init__(self, run: _Run, step: int) -> None:
         c = run.config
@@ -563,13 +567,20 @@ class _Batches:
         return last
 
 
+def _showers_per_step(config: TrainConfig, adversarial: bool) -> int:
+    """Training showers one step draws: a big batch for the critic updates, or one batch per
+    generator update of a family without a discriminator."""
+    return (config.d_steps if adversarial else config.g_steps) * config.batch_size
+
+
 def _train_step(state: TrainState, batches: _Batches, autocast) -> tuple[dict[str, float], list[float]]:
     """One step: ``d_steps`` critic updates on consecutive batches of a big batch, then
-    ``g_steps`` generator updates. Returns the logged values and every update's loss."""
+    ``g_steps`` generator updates; without a discriminator only the generator updates, each on
+    its own batch of real showers. Returns the logged values and every update's loss."""
     config, model, bs = batches.config, state.model, batches.config.batch_size
-    idx = state.sampler.take(config.d_steps * bs)
-    losses = []
-    for k in range(config.d_steps):
+    idx = state.sampler.take(_showers_per_step(config, model.adversarial))
+    losses, logs_d = [], {}
+    for k in range(config.d_steps if model.adversarial else 0):
         b = torch.from_numpy(idx[k * bs : (k + 1) * bs]).to(batches.x.device)
         cond = batches.c[b]
         with autocast():
@@ -581,10 +592,15 @@ def _train_step(state: TrainState, batches: _Batches, autocast) -> tuple[dict[st
     d_params = model.discriminator_parameters()
     for p in d_params:  # the critic is a constant during generator updates
         p.requires_grad_(False)
-    for _ in range(config.g_steps):
-        cond = batches.generator_conditions(state.sampler, idx, cond)
-        with autocast():
-            loss_g, logs_g = model.generator_loss(cond)
+    for k in range(config.g_steps):
+        if model.adversarial:
+            cond = batches.generator_conditions(state.sampler, idx, cond)
+            with autocast():
+                loss_g, logs_g = model.generator_loss(cond)
+        else:  # a likelihood-trained family (the VAE) learns from batch k of real showers
+            b = torch.from_numpy(idx[k * bs : (k + 1) * bs]).to(batches.x.device)
+            with autocast():
+                loss_g, logs_g = model.generator_loss(batches.c[b], batches.x[b])
         state.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         state.opt_g.step()
@@ -593,7 +609,9 @@ def _train_step(state: TrainState, batches: _Batches, autocast) -> tuple[dict[st
         p.requires_grad_(True)
     if state.ema is not None:
         state.ema.update()
-    logs = {**logs_d, **logs_g, "d_loss": loss_d.detach(), "g_loss": loss_g.detach()}
+    logs = {**logs_d, **logs_g, "g_loss": loss_g.detach()}
+    if model.adversarial:
+        logs["d_loss"] = loss_d.detach()
     # One device-to-host transfer per step (each is a CUDA sync): the logged values, then
     # every update's loss for the NaN guard.
     both = torch.stack([v.float() for v in logs.values()] + [v.float() for v in losses]).cpu().tolist()
@@ -665,9 +683,11 @@ def _start(config: TrainConfig, out: Path, *, resume: bool, force: bool) -> tupl
 
     train_data, val, data_attrs = _load_data(config)
     run = _Run(config, out, device, data_attrs, _fingerprint(train_data))
-    n_big = config.d_steps * config.batch_size
+    adversarial = family_class(config.family).adversarial
+    n_big = _showers_per_step(config, adversarial)
     if n_big > len(train_data):
-        raise ConfigError(f"d_steps * batch_size = {n_big} exceeds the {len(train_data)} training showers")
+        steps = "d_steps" if adversarial else "g_steps"
+        raise ConfigError(f"{steps} * batch_size = {n_big} exceeds the {len(train_data)} training showers")
 
     torch.manual_seed(config.seed)  # the models draw noise and penalty points from torch's RNG
     sampler = _Sampler(len(train_data), config.seed)
@@ -701,7 +721,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, for
     if config.compile:
         model.forward = torch.compile(forward)
     autocast = _autocast(config, run.device)
-    n_big = config.d_steps * config.batch_size
+    n_big = _showers_per_step(config, model.adversarial)
 
     monitor = _Monitor(run, state.step)
     t_start, stopped, last_val_step = time.perf_counter() - state.elapsed, "max_steps", -1

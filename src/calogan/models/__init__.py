@@ -20,6 +20,7 @@ FAMILIES: dict[str, str] = {
     "calogan": "calogan.models.calogan:CaloGAN",
     "cond_calogan": "calogan.models.cond_calogan:CondCaloGAN",
     "gan3d": "calogan.models.gan3d:GAN3D",
+    "vae": "calogan.models.vae:VAE",
 }
 
 

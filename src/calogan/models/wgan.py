@@ -16,7 +16,7 @@ from calogan.data import ShowerData
 from calogan.errors import ConfigError
 from calogan.losses import drift_penalty, gradient_penalty, moment_matching_loss, wasserstein_critic_loss, wasserstein_generator_loss
 from calogan.models.base import ConditionSpec, GANModel
-from calogan.models.blocks import Swish
+from calogan.models.blocks import Swish, cell_noise_features, latent_cell_noise
 
 __all__ = ["WGAN", "WGANConfig", "physics_fractions"]
 
@@ -167,11 +167,10 @@ class WGAN(GANModel):
             self.noise_scale = nn.Linear(n_cond, n_cells)
             nn.init.zeros_(self.noise_scale.weight)
             nn.init.constant_(self.noise_scale.bias, -4.0)
-            # Fixed random features of z: phases W z spread over hundreds of radians, so
-            # sin(W z + b) is an effectively independent draw per cell. Same for every model.
-            rng = torch.Generator().manual_seed(0)
-            self.register_buffer("noise_freq", 50.0 * torch.randn(c.latent_dim, n_cells, generator=rng))
-            self.register_buffer("noise_phase", 2 * np.pi * torch.rand(n_cells, generator=rng))
+            # Fixed random features of z: sin(W z + b) is an effectively independent draw per cell.
+            freq, phase = cell_noise_features(c.latent_dim, n_cells)
+            self.register_buffer("noise_freq", freq)
+            self.register_buffer("noise_phase", phase)
         critic_hidden = c.critic_hidden if c.critic_hidden is not None else (n_cells,) * 3
         self.critic = _mlp(n_cells + n_cond, critic_hidden, 1, c.critic_activation)
         membership = np.zeros((n_cells, geometry.n_layers), np.float32)
@@ -311,10 +310,8 @@ class WGAN(GANModel):
     # -- helpers --------------------------------------------------------------------------
 
     def cell_noise(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, latent_dim) -> (B, n_cells) per-cell noise of zero mean and unit variance."""
-        # float32 even under autocast: bf16 would lose the phase of arguments of ~10^2 rad
-        with torch.autocast(device_type=z.device.type, enabled=False):
-            return np.sqrt(2.0) * torch.sin(z.float() @ self.noise_freq + self.noise_phase)
+        """(B, latent_dim) -> (B, n_cells) per-cell noise of zero mean and unit variance (``latent_cell_noise``)."""
+        return latent_cell_noise(z, self.noise_freq, self.noise_phase)
 
     def physics_variables(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Standardised physics variables (B, n_phys) of model-space showers x (B, n_cells)."""
