@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "machine": {
             "cpus": os.cpu_count(),
-            "torch_threads_classifier": metrics["settings"]["classifier"]["threads"],
+            "threads_classifier": metrics["settings"]["classifier"]["low"]["threads"],
             "torch_threads": torch.get_num_threads(),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             "platform": platform.platform(),
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     width = max(len(k) for k in stages) + 2
     n_ref, n_cand = result["n_reference"], result["n_candidate"]
-    threads = f"classifier threads {result['machine']['torch_threads_classifier']}, torch threads {torch.get_num_threads()}"
+    threads = f"classifier threads {result['machine']['threads_classifier']}, torch threads {torch.get_num_threads()}"
     print(f"calogan evaluate: {n_ref} vs {n_cand} showers{' (--fast)' if args.fast else ''}, {os.cpu_count()} CPUs, {threads}")
     print(f"inputs: {inputs}")
     print(f"{'stage':<{width}} {'seconds':>8}")

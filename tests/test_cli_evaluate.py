@@ -120,7 +120,20 @@ def test_geant4_split_at_floor_and_distortion_detected(tmp_path, capsys, no_draw
     d = read_showers(half)
     scaled = write_showers(tmp_path / "x105.h5", replace(d, cells=d.cells * 1.05), attrs={"convention": "active"})
     out = tmp_path / "report"
-    assert main(["evaluate", str(ref), str(half), str(scaled), "--labels", "Geant4,half,x1.05", "-o", str(out), "--quiet"]) == 0
+    argv = [
+        "evaluate",
+        str(ref),
+        str(half),
+        str(scaled),
+        "--labels",
+        "Geant4,half,x1.05",
+        "-o",
+        str(out),
+        "--quiet",
+        "--classifier-runs",
+        "1",
+    ]
+    assert main(argv) == 0
     mt = json.loads((out / "metrics.json").read_text())
     same, distorted = (c["summary"] for c in mt["candidates"])
     for level in ("classifier_low", "classifier_high"):

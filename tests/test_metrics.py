@@ -7,7 +7,7 @@ import pytest
 from calogan import metrics as m
 from conftest import toy_showers
 
-TINY = m.ClassifierConfig(hidden=32, n_layers=2, lr=2e-3, batch_size=64, max_epochs=30, patience=4)
+TINY = m.ClassifierConfig(model="mlp", n_runs=1, hidden=32, n_layers=2, lr=2e-3, batch_size=64, max_epochs=30, patience=4)
 
 
 # --- one-dimensional metrics -------------------------------------------------------------
@@ -168,7 +168,7 @@ def test_classifier_with_floor(toy_geometry):
 
 def test_classifier_features_hold_conditions(toy_geometry):
     d = toy_showers(toy_geometry, n=5, seed=1, x0=np.arange(5.0), phi=np.full(5, np.pi / 2))
-    low = m.classifier_features(d, "low")
+    low = m.classifier_features(d, "low_calochallenge")
     assert low.shape == (5, 1 + 1 + 2 + 17)  # log10 E_inc, x0, cos phi, sin phi, cells / E_inc
     np.testing.assert_allclose(low[:, 0], np.log10(d.e_inc))
     np.testing.assert_allclose(low[:, 1:4], np.c_[np.arange(5.0), np.zeros(5), np.ones(5)], atol=1e-12)
@@ -176,6 +176,22 @@ def test_classifier_features_hold_conditions(toy_geometry):
     high = m.classifier_features(d, "high")
     assert high.shape == (5, 4 + 23)
     np.testing.assert_allclose(high[:, 4], np.log10(d.cells.sum(1).astype(float) + 1e-3), rtol=1e-6)  # e_tot as a logarithm
+
+
+def test_low_level_features_are_log_scaled_with_sums_and_hits(toy_geometry):
+    d = toy_showers(toy_geometry, n=4, seed=2)
+    d = replace(d, cells=np.where(np.arange(17) == 3, 0.0, d.cells))  # one empty cell of the front layer
+    x = m.classifier_features(d, "low")
+    assert x.shape == (4, 1 + 17 + 2 + 1 + 2)  # log10 E_inc, cells, layer energies, E_tot, hits per layer
+    ratio = d.cells.astype(np.float64) / (1000 * d.e_inc[:, None])
+    np.testing.assert_allclose(x[:, 1:18], np.log10(ratio + m.LOG_EPS), rtol=1e-6)
+    assert np.all(x[:, 4] == -10.0)  # an empty cell sits at log10(eps), below every deposit
+    np.testing.assert_allclose(x[:, 18], np.log10(ratio[:, :8].sum(1) + 1e-10), rtol=1e-6)
+    np.testing.assert_allclose(x[:, 20], np.log10(ratio.sum(1) + 1e-10), rtol=1e-6)  # log E_tot / E_inc
+    assert x[:, 21].tolist() == [7] * 4 and x[:, 22].tolist() == [9] * 4
+    normed = m.classifier_features(d, "low_normed")
+    np.testing.assert_allclose(normed[:, 1:9].sum(1), 1.0, rtol=1e-6)  # each layer's cells over its energy
+    np.testing.assert_allclose(normed[:, 19], np.log10(d.cells[:, 8:].sum(1).astype(float) + 1e-8), rtol=1e-5)  # back layer
 
 
 def test_classifier_balances_and_checks_sizes(toy_geometry):
@@ -252,3 +268,73 @@ def test_nearest_neighbours_detect_copies():
     copied = m.memorisation(ref, ref.copy(), n_query=500)
     assert copied["copies"].value > 0.4  # the half of the copies that sit in the pool are at distance 0
     assert copied["ratio"].value < independent["ratio"].value
+
+
+# --- seed-averaged classifier tests --------------------------------------------------------
+
+
+def test_runs_rotate_the_report_part_over_every_shower():
+    from calogan.metrics.classifiers import _run_parts
+
+    runs = _run_parts(10, (0.6, 0.2, 0.2), 7, np.random.default_rng(0))
+    tests = np.concatenate([r[2] for r in runs[:5]])
+    assert sorted(tests.tolist()) == list(range(10))  # five runs report on every shower once
+    for k in range(5):
+        train, val, test = runs[k]
+        assert sorted(np.concatenate([train, val, test]).tolist()) == list(range(10)) and len(train) == 6
+        assert val.tolist() == runs[(k + 1) % 5][2].tolist()  # calibrated on the next run's report fold
+    other = _run_parts(10, (0.5, 0.3, 0.2), 2, np.random.default_rng(0))  # not fold-shaped: fresh random splits
+    assert [len(p) for p in other[0]] == [5, 3, 2]
+
+
+def test_seed_averaged_auc_and_its_combined_uncertainty(toy_geometry):
+    from calogan.metrics.classifiers import _auc_uncertainty
+
+    ref = _smeared(toy_showers(toy_geometry, n=200, seed=20), 20)
+    cand = _smeared(toy_showers(toy_geometry, n=200, seed=21), 21)
+    config = m.ClassifierConfig(n_runs=3, max_trees=20, tree_patience=5)
+    r = m.classifier_test(ref, cand, config=config, seed=3)
+    assert r.n_runs == 3 and len(r.auc_runs) == 3 and r.n_per_class == 200 and r.model == "gbdt" and r.features == "low"
+    assert r.auc == pytest.approx(np.mean(r.auc_runs)) and r.auc_std == pytest.approx(np.std(r.auc_runs, ddof=1))
+    n_eff = min(200, 3 * 40)  # three report folds of 40 showers per class
+    assert r.auc_uncertainty == pytest.approx(math.sqrt(r.auc_std**2 / 3 + _auc_uncertainty(r.auc, n_eff, n_eff) ** 2))
+    again = m.classifier_test(ref, cand, config=config, seed=3)
+    assert replace(again, seconds=0.0) == replace(r, seconds=0.0)  # the same seed, the same result
+    one = m.classifier_test(ref, cand, config=replace(config, n_runs=1), seed=3)
+    assert one.auc_uncertainty == pytest.approx(_auc_uncertainty(one.auc, 40, 40)) and math.isnan(one.auc_std)
+
+
+def test_auc_excess():
+    a = m.ClassifierResult(0.8, 0.03, 0.1, 0.8, 1, 1, 1, 1, 1, 0.0)
+    f = m.ClassifierResult(0.5, 0.04, 0.0, 0.5, 1, 1, 1, 1, 1, 0.0)
+    assert m.auc_excess(a, f) == pytest.approx(0.3 / 0.05)
+    assert m.auc_excess(replace(a, auc_uncertainty=0.0), replace(f, auc_uncertainty=0.0)) is None
+
+
+def test_low_level_trees_see_a_small_scale_and_not_a_self_copy(toy_geometry):
+    """The headline low-level test: a distorted copy scores far above the floor, the self-copy does not."""
+    ref = _smeared(toy_showers(toy_geometry, n=600, seed=30), 30)
+    other = _smeared(toy_showers(toy_geometry, n=300, seed=31), 31)
+    fast = m.ClassifierConfig(n_runs=3, max_trees=60)
+    scaled, floor = m.classifier_with_floor(ref, replace(other, cells=other.cells * 1.1), config=fast)
+    assert m.auc_excess(scaled, floor) > 5 and scaled.auc > 0.8
+    same, floor = m.classifier_with_floor(ref, other, config=fast)
+    assert abs(m.auc_excess(same, floor)) < 3
+    # the CaloChallenge input (cells / E_inc) hides the same 10 % scale from the MLP on so few showers
+    assert m.default_classifier("low_calochallenge").model == "mlp" and m.default_classifier("low").model == "gbdt"
+
+
+def test_low_level_auc_fast(toy_geometry):
+    ref = _smeared(toy_showers(toy_geometry, n=300, seed=40), 40)
+    far = replace(ref, cells=ref.cells * 1.3)
+    r = m.low_level_auc(ref, far, fast=True)
+    assert r.n_runs == 1 and r.auc > 0.95 and r.features == "low"
+
+
+def test_wasserstein_large_samples_bootstrap_a_subset():
+    rng = np.random.default_rng(12)
+    x, y = rng.normal(size=30000), rng.normal(0.1, 1.0, size=30000)
+    full = m.wasserstein(x, y, n_boot=20, max_boot=100000)
+    sub = m.wasserstein(x, y, n_boot=20, max_boot=3000)
+    assert sub.value == full.value  # the value always uses every entry
+    assert 0.6 < sub.uncertainty / full.uncertainty < 1.6  # the subset's spread scaled by sqrt((1/N + 1/M) / (1/n + 1/m))

@@ -10,13 +10,14 @@ import pytest
 
 from calogan import evaluation as ev_mod
 from calogan import metrics as m
+from calogan import report
 from calogan.data import ShowerData
 from calogan.evaluation import EvaluationConfig, EvaluationError, Sample, evaluate
 from calogan.geometry import Geometry, Layer
 from calogan.report import ReportError, check_output, format_measurement, render_html, write_report
 from conftest import toy_showers
 
-TINY = m.ClassifierConfig(hidden=32, n_layers=2, lr=2e-3, batch_size=64, max_epochs=10, patience=3)
+TINY = m.ClassifierConfig(n_runs=2, max_trees=30, tree_patience=5)
 QUICK = EvaluationConfig(classifier=TINY, n_boot=5, nn_queries=60, hist_bins=20, energy_bins=2)
 
 
@@ -63,13 +64,26 @@ SETTINGS = {
     "nn_queries",
     "classifiers",
     "classifier",
+    "subsample",
     "allow_condition_mismatch",
 }
 SAMPLE = {"label", "source", "n_showers", "particles", "conditions", "e_inc_gev"}
-CANDIDATE = SAMPLE | {"summary", "observables", "cell_spectrum", "response", "resolution_fit", "mean_images", "nearest_neighbours"}
+CANDIDATE = SAMPLE | {
+    "summary",
+    "observables",
+    "cell_spectrum",
+    "response",
+    "resolution_fit",
+    "condition_trends",
+    "mean_images",
+    "nearest_neighbours",
+}
 SUMMARY = {
     "classifier_low",
     "classifier_high",
+    "classifier_low_calochallenge",
+    "energy_chi2_sigma",
+    "response_deviation",
     "fpd",
     "kpd",
     "energy_chi2",
@@ -80,25 +94,28 @@ SUMMARY = {
     "nn_copies",
 }
 CLASSIFIER = {"auc", "auc_raw", "jsd", "best_epoch", "epochs", "n_train", "n_val", "n_test", "seconds"}
+CLASSIFIER_RUNS = {"auc_std", "auc_runs", "n_runs", "n_per_class", "model", "features"}
 HIST = {"separation_power", "separation_power_null", "chi2_ndf", "wasserstein", "ndf", "n", "undefined_fraction"}
 
 
 def test_metrics_schema_keys(evaluation):
     mt = json.loads(json.dumps(evaluation.metrics, allow_nan=False))  # valid JSON: NaN became null
     assert set(mt) == TOP
-    assert mt["schema"] == "calogan-metrics" and mt["schema_version"] == ev_mod.SCHEMA_VERSION == 1
+    assert mt["schema"] == "calogan-metrics" and mt["schema_version"] == ev_mod.SCHEMA_VERSION == 2
     assert set(mt["settings"]) == SETTINGS  # every settings key is documented (checked below)
     assert set(mt["geometry"]) == {"name", "n_layers", "n_cells", "layers"}
     assert SAMPLE | {"response", "resolution_fit"} <= set(mt["reference"])
-    assert set(mt["floor"]) == {"n_showers_per_class", "classifier_low", "classifier_high", "fpd", "kpd"}
-    assert CLASSIFIER <= set(mt["floor"]["classifier_low"])
+    assert set(mt["floor"]) == {"n_showers_per_class", "classifier_low", "classifier_high", "classifier_low_calochallenge", "fpd", "kpd"}
+    assert CLASSIFIER | CLASSIFIER_RUNS == set(mt["floor"]["classifier_low"])
+    assert set(mt["settings"]["classifier"]) == set(ev_mod.CLASSIFIER_LEVELS)
     names = [o["name"] for o in mt["observables"]]
     assert len(names) == 23 and all(set(o) == {"name", "label", "unit"} for o in mt["observables"])
     assert [c["label"] for c in mt["candidates"]] == ["Same", "Scaled"]
     for c in mt["candidates"]:
         assert set(c) == CANDIDATE
         assert set(c["summary"]) == SUMMARY
-        assert CLASSIFIER | {"floor", "excess_sigma"} <= set(c["summary"]["classifier_high"])
+        assert CLASSIFIER | CLASSIFIER_RUNS | {"floor", "excess_sigma", "flagged"} == set(c["summary"]["classifier_high"])
+        assert set(c["summary"]["response_deviation"]) == {"chi2", "ndf", "sigma"} and c["condition_trends"] == {}
         assert set(c["observables"]) == set(names)
         for o in c["observables"].values():
             assert set(o["all"]) == HIST and len(o["energy_bins"]) == len(mt["energy_bins_gev"])
@@ -108,7 +125,7 @@ def test_metrics_schema_keys(evaluation):
         assert set(c["resolution_fit"]) == {"a", "b", "chi2_ndf"}
         assert set(c["summary"]["fpd"]) == {"value", "uncertainty"}
     # every top-level and summary key is documented in the schema docstring
-    for key in TOP | SUMMARY | CANDIDATE | SETTINGS:
+    for key in TOP | SUMMARY | CANDIDATE | SETTINGS | CLASSIFIER | CLASSIFIER_RUNS | {"flagged", "excess_sigma"}:
         assert f"``{key}``" in ev_mod.__doc__, key
 
 
@@ -281,3 +298,31 @@ def test_heavy_tailed_observables_get_a_log_axis(toy_geometry):
     main, ratio = fig.axes[:2]
     assert main.get_xscale() == ratio.get_xscale() == "log"
     assert [t.get_text() for t in main.texts] == ["zeros 5.0 %", "zeros 5.0 %"]
+
+
+def test_condition_trends_and_panels(toy_geometry):
+    """Conditional samples get the slopes of centroids against x0 (exact here) and the observables-against-conditions panels."""
+    rng = np.random.default_rng(5)
+
+    def sample(n, seed):
+        d = smeared(toy_geometry, n, seed)
+        f = rng.uniform(0.1, 0.9, n)  # share of the front layer's first row (x = -5 mm)
+        cells = d.cells.copy()
+        front = cells[:, :8].sum(1)
+        cells[:, :4] = (front * f / 4)[:, None]
+        cells[:, 4:8] = (front * (1 - f) / 4)[:, None]
+        x0 = 5.0 - 10.0 * f  # the front centroid along x, exactly
+        return replace(d, cells=cells, conditions={"x0": x0, "theta": rng.uniform(0, 0.3, n)})
+
+    ev = evaluate(Sample("ref", sample(200, 1)), [Sample("cand", sample(150, 2))], replace(QUICK, classifiers=False))
+    trend = ev.metrics["candidates"][0]["condition_trends"]["centroid_x_front vs x0"]
+    assert trend["slope"]["value"] == pytest.approx(1.0, abs=1e-6) and trend["n"] == 150
+    assert set(ev.metrics["reference"]["condition_trends"]) == {
+        "centroid_x_front vs x0",
+        "centroid_x_back vs x0",
+        "width_x_front vs theta",
+        "width_x_back vs theta",
+        "width_y_front vs theta",
+        "width_y_back vs theta",
+    }
+    assert report._has_trends(ev) and "centroid_x_front vs x0" in report._conditions_section(ev, 40)  # the figure and the slope table

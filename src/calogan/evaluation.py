@@ -6,40 +6,63 @@ for each candidate, and returns an ``Evaluation``: the JSON-ready ``metrics`` di
 (schema below) and the arrays ``calogan.report`` draws. ``calogan evaluate`` is its
 command line.
 
+Streaming and subsamples
+------------------------
+Every sample is read once, chunk by chunk (``summarise``): the observables of every shower,
+the summed cells, a uniform subsample of at most 10⁶ cell energies, and a random
+subsample of at most ``subsample`` whole showers (40,000 by default) are kept; the cells
+are not. Histogram metrics, E_tot χ², response and resolution, mean images and condition
+trends use every shower; the classifier tests, FPD, KPD, nearest neighbours and the
+uncertainty of the mean-image difference use the subsamples. Memory grows with the
+number of showers by their observables only (about 270 bytes per shower for the CaloGAN
+geometry).
+
 Reference halves and floors
 ---------------------------
-The reference is split once, at random (``seed``), into halves A and B. The classifier,
-FPD and KPD compare each candidate with half A; their *floor* compares half B with half A,
-the value an indistinguishable candidate reaches with the same statistics. The classifier
-tests use the same number of showers per class for the floor and every candidate (the
-smallest of |A|, |B| and each candidate's size). Histogram metrics, response and
-resolution use the whole reference.
+The reference's subsample is split once, at random (``seed``), into halves A and B. The
+classifiers, FPD and KPD compare each candidate with half A; their *floor* compares half B
+with half A, the value an indistinguishable candidate reaches with the same statistics. The
+classifier tests use the same number of showers per class for the floor and every
+candidate (the smallest of |A|, |B| and each candidate's subsample, at most the
+classifier's ``max_per_class``). Histogram metrics, response and resolution use the whole
+reference. A metric *flags* a candidate at ``FLAG_SIGMA`` = 5 standard deviations above its
+floor: for the AUCs z = (AUC − floor) / sqrt(σ² + σ_floor²) with the run-averaged AUCs and
+their combined uncertainties (``calogan.metrics.classifiers``); for χ² metrics the
+one-sided Gaussian significance of the χ² (``chi2_sigma``).
 
-metrics.json, schema version 1
+metrics.json, schema version 2
 ------------------------------
 Numbers with an uncertainty are objects ``{"value": v, "uncertainty": u}``; a number that
 is undefined (e.g. χ²/ndf with ndf = 0, a metric of an energy bin without showers) is
 ``null``. Top-level keys, all always present:
 
-- ``schema`` (``"calogan-metrics"``), ``schema_version`` (1), ``calogan_version``,
+- ``schema`` (``"calogan-metrics"``), ``schema_version`` (2), ``calogan_version``,
   ``created_utc`` (ISO 8601).
 - ``settings``: ``seed``, ``threshold_mev``, ``energy_bins`` (the requested spec),
   ``hist_bins``, ``resolution_bins``, ``resolution_bin_edges_gev`` (edges of the response and
   resolution bins), ``n_boot``, ``nn_queries``, ``classifiers`` (bool:
-  false with ``--fast``), ``classifier`` (the ``ClassifierConfig`` fields),
+  false with ``--fast``), ``classifier`` (level -> the ``ClassifierConfig`` fields of
+  ``low``, ``high`` and ``low_calochallenge``), ``subsample`` (showers per sample kept whole),
   ``allow_condition_mismatch``.
 - ``geometry``: ``name``, ``n_layers``, ``n_cells``, ``layers`` (names).
 - ``energy_bins_gev``: list of ``[lo, hi]`` incident-energy bins of the per-bin metrics.
 - ``observables``: list of ``{"name", "label", "unit"}`` in report order.
 - ``warnings``: list of strings (condition mismatches allowed by the user, ...).
 - ``reference``: ``label``, ``source``, ``n_showers``, ``particles``, ``conditions``,
-  ``e_inc_gev`` ([min, max]), ``response`` and ``resolution_fit`` (as for candidates).
-- ``floor``: ``n_showers_per_class``, ``classifier_low``, ``classifier_high`` (classifier
-  result objects, or ``null`` with ``--fast``), ``fpd``, ``kpd`` (measurements).
+  ``e_inc_gev`` ([min, max]), ``response``, ``resolution_fit`` and ``condition_trends`` (as
+  for candidates).
+- ``floor``: ``n_showers_per_class``, ``classifier_low``, ``classifier_high``,
+  ``classifier_low_calochallenge`` (classifier result objects, or ``null`` with ``--fast``),
+  ``fpd``, ``kpd`` (measurements).
 - ``candidates``: one object per candidate, in command-line order, with
   - ``label``, ``source``, ``n_showers``, ``particles``, ``conditions``, ``e_inc_gev``;
-  - ``summary``: ``classifier_low``, ``classifier_high`` (``null`` with ``--fast``),
-    ``fpd``, ``kpd``, ``energy_chi2``, ``separation_power_mean``, ``chi2_ndf_mean``,
+  - ``summary``: ``classifier_low`` (the headline low-level test: gradient-boosted trees on
+    log-scaled cells), ``classifier_high`` (observables), ``classifier_low_calochallenge``
+    (the CaloChallenge protocol's MLP on cells / E_inc, for published tables; all three
+    ``null`` with ``--fast``), ``fpd``, ``kpd``, ``energy_chi2``, ``energy_chi2_sigma`` (its
+    one-sided Gaussian significance), ``response_deviation`` (``chi2``, ``ndf`` and
+    ``sigma`` of the mean response per resolution bin against the reference's, with both
+    bootstrap errors), ``separation_power_mean``, ``chi2_ndf_mean``,
     ``worst_observables`` (the five names of largest separation power), ``nn_ratio``,
     ``nn_copies``;
   - ``observables``: name -> ``{"all": {...}, "energy_bins": [{...} or null, ...]}``,
@@ -54,13 +77,21 @@ is undefined (e.g. χ²/ndf with ndf = 0, a metric of an energy bin without show
   - ``response``: per resolution bin lists ``energy_gev``, ``n``, ``response``,
     ``resolution`` (measurements); ``resolution_fit``: ``a``, ``b`` (measurements;
     σ/E = a/√E ⊕ b, E in GeV), ``chi2_ndf``;
-  - ``mean_images``: layer name -> ``{"relative_l1": measurement}``;
+  - ``condition_trends``: for samples with x0, y0 or theta, ``"<observable>_<layer> vs
+    <condition>"`` -> ``slope`` (measurement: least-squares slope, mm per mm or mm per rad),
+    ``intercept``, ``n``, for the layer centroids against x0 and y0 and the widths against
+    theta (``condition_trends``); empty otherwise;
+  - ``mean_images``: layer name -> ``{"relative_l1": measurement}`` (value from every
+    shower, uncertainty from the subsamples);
   - ``nearest_neighbours``: ``ratio``, ``copies`` (measurements), ``n_query``.
-- A classifier result object holds ``auc`` (measurement, calibrated), ``auc_raw``,
-  ``jsd``, ``best_epoch``, ``epochs``, ``n_train``, ``n_val``, ``n_test``, ``seconds``;
-  inside a candidate's summary it also holds ``floor`` (measurement) and
-  ``excess_sigma`` ((auc − floor) / combined uncertainty).
-- ``timings_s``: stage name -> seconds.
+- A classifier result object holds ``auc`` (measurement: mean over the runs, combined
+  uncertainty), ``auc_std`` (spread of the runs), ``auc_runs`` (each run's AUC),
+  ``n_runs``, ``n_per_class``, ``model`` (``gbdt`` or ``mlp``), ``features`` (the level),
+  ``auc_raw``, ``jsd``, ``best_epoch``, ``epochs`` (medians over runs; trees count
+  boosting iterations), ``n_train``, ``n_val``, ``n_test`` (per run, both classes),
+  ``seconds``; inside a candidate's summary it also holds ``floor`` (measurement),
+  ``excess_sigma`` ((auc − floor) / combined uncertainty) and ``flagged`` (excess_sigma ≥ 5).
+- ``timings_s``: stage name -> seconds (``read`` streams every sample).
 
 New keys may be added in later versions with the same ``schema_version``; renaming or
 removing a key increments it.
@@ -71,29 +102,45 @@ from __future__ import annotations
 import datetime
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.stats import ks_2samp
+from scipy.stats import chi2 as chi2_dist
+from scipy.stats import ks_2samp, norm
 
 from calogan import __version__
 from calogan import metrics as m
 from calogan import observables as obs
 from calogan.data import ShowerData, particle_name
 from calogan.errors import CaloganError
+from calogan.geometry import Geometry
+from calogan.io import inspect, iter_showers
 
 __all__ = [
+    "CLASSIFIER_LEVELS",
+    "CONDITION_TRENDS",
+    "FLAG_SIGMA",
     "SCHEMA_VERSION",
     "Evaluation",
     "EvaluationConfig",
     "EvaluationError",
     "Sample",
+    "SampleSummary",
     "check_compatible",
+    "chi2_sigma",
+    "condition_trends",
     "evaluate",
+    "summarise",
     "to_json_value",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+FLAG_SIGMA = 5.0  # a candidate is flagged by a metric at this many standard deviations above its floor
+# The classifier tests of every evaluation, in report order.
+CLASSIFIER_LEVELS = ("low", "high", "low_calochallenge")
+# Observable-versus-condition trends of conditional samples: (observable key, condition) per layer.
+CONDITION_TRENDS = (("centroid_x", "x0"), ("centroid_y", "y0"), ("width_x", "theta"), ("width_y", "theta"))
 
 
 class EvaluationError(CaloganError, ValueError):
@@ -107,11 +154,16 @@ class EvaluationConfig:
     ``energy_bins``: ``"auto"``, a number of bins or edges in GeV (``metrics.energy_bin_edges``)
     for the per-bin histogram metrics; ``resolution_bins``: bins equally spaced in log E for
     the response and resolution curves (narrow where σ/E changes fastest); ``hist_bins``: bins per histogram; ``threshold``: cells at
-    or below it (MeV) count as empty everywhere; ``classifiers=False`` skips both classifier
-    tests (``--fast``); ``n_boot``: bootstrap replicas of the histogram metrics and the
+    or below it (MeV) count as empty everywhere; ``classifiers=False`` skips the classifier
+    tests (``--fast``); ``classifier``: the ``metrics.ClassifierConfig`` of every level, or a
+    dict level -> config (levels not given keep ``metrics.default_classifier``), or ``None``
+    for the defaults; ``n_boot``: bootstrap replicas of the histogram metrics and the
     resolution; ``nn_queries``: candidate showers matched to the reference in the
     nearest-neighbour check; ``allow_condition_mismatch`` turns condition and particle
-    mismatches into warnings.
+    mismatches into warnings. ``subsample``: showers per sample, drawn at random, that the
+    metrics needing whole showers in memory see (classifiers, FPD and KPD, nearest
+    neighbours, the uncertainty of the mean-image difference); everything else streams over
+    all showers in chunks of ``chunk_size``.
     """
 
     seed: int = 0
@@ -120,25 +172,155 @@ class EvaluationConfig:
     resolution_bins: int = 10
     hist_bins: int = 40
     classifiers: bool = True
-    classifier: m.ClassifierConfig = field(default_factory=m.ClassifierConfig)
+    classifier: m.ClassifierConfig | dict | None = None
     n_boot: int = 30
     nn_queries: int = 1000
     allow_condition_mismatch: bool = False
+    subsample: int = 40000
+    chunk_size: int = 8192
 
     def __post_init__(self) -> None:
         if self.threshold < 0:
             raise EvaluationError(f"threshold must be >= 0 MeV, got {self.threshold}")
         if self.hist_bins < 2 or self.resolution_bins < 1 or self.n_boot < 2 or self.nn_queries < 1:
             raise EvaluationError("hist_bins must be >= 2, resolution_bins >= 1, n_boot >= 2 and nn_queries >= 1")
+        if self.subsample < 20 or self.chunk_size < 1:
+            raise EvaluationError(f"subsample must be >= 20 showers and chunk_size >= 1, got {self.subsample} and {self.chunk_size}")
+        if isinstance(self.classifier, dict) and set(self.classifier) - set(CLASSIFIER_LEVELS):
+            raise EvaluationError(f"classifier configs for unknown levels {sorted(set(self.classifier) - set(CLASSIFIER_LEVELS))}")
+
+    def classifier_config(self, level: str) -> m.ClassifierConfig:
+        """The ``metrics.ClassifierConfig`` of one classifier level."""
+        if isinstance(self.classifier, m.ClassifierConfig):
+            return self.classifier
+        if isinstance(self.classifier, dict) and level in self.classifier:
+            return self.classifier[level]
+        return m.default_classifier(level)
 
 
 @dataclass(frozen=True)
 class Sample:
-    """A labelled shower sample and where it came from (a file path, or empty)."""
+    """A labelled shower sample: showers in memory (``data``), or a file streamed in chunks (``Sample.file``).
+
+    ``source`` is the file path (or empty). A file sample reads ``max_showers`` random
+    showers of the file (``seed``) or all of them.
+    """
 
     label: str
-    data: ShowerData
+    data: ShowerData | None = None
     source: str = ""
+    geometry: str | Geometry | None = None
+    strict: bool = False
+    max_showers: int | None = None
+    seed: int = 0
+
+    @classmethod
+    def file(cls, label: str, path, *, geometry=None, strict: bool = False, max_showers: int | None = None, seed: int = 0) -> Sample:
+        """A sample streamed from a shower file; the file is checked now (``io.inspect``)."""
+        info = inspect(path, geometry)
+        return cls(label, None, str(info.path), info.geometry, strict, max_showers, seed)
+
+    def chunks(self, size: int) -> Iterator[ShowerData]:
+        """The sample's showers in chunks of at most ``size`` (files: read and validated chunk by chunk)."""
+        if self.data is not None:
+            yield from self.data.batches(size)
+            return
+        n = inspect(self.source, self.geometry).n
+        keep = None
+        if self.max_showers is not None and self.max_showers < n:
+            keep = np.zeros(n, dtype=bool)
+            keep[np.random.default_rng(self.seed).choice(n, self.max_showers, replace=False)] = True
+        start = 0
+        for chunk in iter_showers(self.source, size, geometry=self.geometry, strict=self.strict):
+            sel = None if keep is None else keep[start : start + len(chunk)]
+            start += len(chunk)
+            if sel is None:
+                yield chunk
+            elif sel.any():
+                yield chunk.select(sel)
+
+
+@dataclass
+class SampleSummary:
+    """What ``evaluate`` keeps of one sample after streaming over it.
+
+    Per shower (N,): ``e_inc`` (GeV), ``pdg``, ``conditions``, ``observables`` (name -> values
+    of ``observables.high_level``); ``image_sum`` (n_cells,) summed cells (MeV, after the
+    threshold); ``spectrum`` cell energies above the threshold (MeV; a uniform random
+    subsample of at most 10⁶); ``subsample`` a random subsample of at most
+    ``EvaluationConfig.subsample`` whole showers, in file order.
+    """
+
+    geometry: Geometry
+    n: int
+    e_inc: np.ndarray
+    pdg: np.ndarray
+    conditions: dict[str, np.ndarray]
+    observables: dict[str, np.ndarray]
+    image_sum: np.ndarray
+    spectrum: np.ndarray
+    subsample: ShowerData
+
+    @property
+    def particles(self) -> list[str]:
+        return [particle_name(int(c)) for c in np.unique(self.pdg)]
+
+
+_SPECTRUM_CAP = 1_000_000
+
+
+def summarise(sample: Sample, config: EvaluationConfig, seed: int) -> SampleSummary:
+    """Stream over a sample once: observables, sums and subsamples (``SampleSummary``); memory does not grow with the cells."""
+    rng = np.random.default_rng(seed)
+    n_total = len(sample.data) if sample.data is not None else inspect(sample.source, sample.geometry).n
+    if sample.data is None and sample.max_showers is not None:
+        n_total = min(n_total, sample.max_showers)
+    keep_sub = np.zeros(n_total, dtype=bool)
+    keep_sub[rng.choice(n_total, min(n_total, config.subsample), replace=False)] = True
+    parts: dict[str, list] = {"e_inc": [], "pdg": [], "obs": [], "sub": [], "spec": []}
+    conds: dict[str, list] = {}
+    image_sum, geometry, start, keep_prob, n_spec = None, None, 0, 1.0, 0
+    for chunk in sample.chunks(config.chunk_size):
+        geometry = chunk.geometry
+        cells = obs.apply_threshold(chunk.cells, config.threshold)
+        parts["e_inc"].append(chunk.e_inc)
+        parts["pdg"].append(chunk.pdg)
+        for k, v in chunk.conditions.items():
+            conds.setdefault(k, []).append(v)
+        parts["obs"].append(obs.high_level(cells, geometry, chunk.e_inc))
+        image_sum = cells.sum(axis=0) if image_sum is None else image_sum + cells.sum(axis=0)
+        sel = keep_sub[start : start + len(chunk)]
+        if sel.any():
+            parts["sub"].append(chunk.select(sel))
+        start += len(chunk)
+        # the cell spectrum: a uniform subsample, thinned by half whenever it doubles the cap
+        spec = obs.cell_spectrum(cells, config.threshold)
+        if keep_prob < 1:
+            spec = spec[rng.random(spec.size) < keep_prob]
+        parts["spec"].append(spec)
+        n_spec += spec.size
+        if n_spec > 2 * _SPECTRUM_CAP:
+            parts["spec"] = [x[rng.random(x.size) < 0.5] for x in parts["spec"]]
+            keep_prob *= 0.5
+            n_spec = sum(x.size for x in parts["spec"])
+        del cells
+    if geometry is None:
+        raise EvaluationError(f"{sample.label}: no showers")
+    spectrum = np.concatenate(parts["spec"]) if parts["spec"] else np.zeros(0)
+    if spectrum.size > _SPECTRUM_CAP:
+        spectrum = rng.choice(spectrum, _SPECTRUM_CAP, replace=False)
+    names = list(parts["obs"][0])
+    return SampleSummary(
+        geometry=geometry,
+        n=start,
+        e_inc=np.concatenate(parts["e_inc"]),
+        pdg=np.concatenate(parts["pdg"]),
+        conditions={k: np.concatenate(v) for k, v in conds.items()},
+        observables={name: np.concatenate([o[name] for o in parts["obs"]]) for name in names},
+        image_sum=image_sum,
+        spectrum=spectrum,
+        subsample=ShowerData.concatenate(parts["sub"]),
+    )
 
 
 @dataclass(frozen=True)
@@ -146,26 +328,34 @@ class Evaluation:
     """Everything an evaluation produced.
 
     ``metrics`` is the ``metrics.json`` content. The rest feeds the figures, one entry per
-    sample (reference first) unless stated: ``observables`` name -> (N,) arrays,
+    sample (reference first) unless stated: ``summaries`` (``SampleSummary``: per-shower
+    observables, incident energies and conditions, the subsample of whole showers),
     ``energy_edges`` (GeV), ``resolution`` (``metrics.response_resolution`` outputs),
-    ``resolution_fits``, ``mean_images`` (per layer (rows, cols) MeV), ``spectra`` (cell
-    energies, MeV, subsampled to at most 10⁶), and per candidate ``nearest`` (the
-    ``metrics.memorisation`` dictionaries).
+    ``resolution_fits``, ``mean_images`` (per layer (rows, cols) MeV), and per candidate
+    ``nearest`` (the ``metrics.memorisation`` dictionaries; their indices point into the
+    subsamples).
     """
 
     metrics: dict
     samples: list[Sample]
-    observables: list[dict[str, np.ndarray]]
+    summaries: list[SampleSummary]
     energy_edges: np.ndarray
     resolution: list[dict[str, np.ndarray]]
     resolution_fits: list[dict]
     mean_images: list[list[np.ndarray]]
-    spectra: list[np.ndarray]
     nearest: list[dict]
 
     @property
-    def geometry(self):
-        return self.samples[0].data.geometry
+    def geometry(self) -> Geometry:
+        return self.summaries[0].geometry
+
+    @property
+    def observables(self) -> list[dict[str, np.ndarray]]:
+        return [s.observables for s in self.summaries]
+
+    @property
+    def spectra(self) -> list[np.ndarray]:
+        return [s.spectrum for s in self.summaries]
 
 
 def to_json_value(x):
@@ -192,7 +382,7 @@ def _distribution_mismatch(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(result.statistic), float(result.pvalue)
 
 
-def check_compatible(reference: ShowerData, candidate: ShowerData, label: str, *, allow_condition_mismatch: bool = False) -> list[str]:
+def check_compatible(reference, candidate, label: str, *, allow_condition_mismatch: bool = False) -> list[str]:
     """Check that ``candidate`` can be compared with ``reference``; return warnings, raise ``EvaluationError``.
 
     The geometries must have the same layers (always an error). The condition keys, the
@@ -232,12 +422,11 @@ def check_compatible(reference: ShowerData, candidate: ShowerData, label: str, *
     return problems
 
 
-def _sample_info(s: Sample) -> dict:
-    d = s.data
+def _sample_info(s: Sample, d: SampleSummary) -> dict:
     return {
         "label": s.label,
         "source": s.source,
-        "n_showers": len(d),
+        "n_showers": d.n,
         "particles": d.particles,
         "conditions": ["e_inc", *d.conditions],
         "e_inc_gev": [float(d.e_inc.min()), float(d.e_inc.max())],
@@ -248,6 +437,7 @@ def _classifier_json(r: m.ClassifierResult) -> dict:
     out = asdict(r)
     out["auc"] = r.measurement
     del out["auc_uncertainty"]
+    out["auc_runs"] = list(r.auc_runs)
     return out
 
 
@@ -282,11 +472,61 @@ def _subsample(data: ShowerData, n: int, rng: np.random.Generator) -> ShowerData
     return data if len(data) <= n else data.select(np.sort(rng.choice(len(data), n, replace=False)))
 
 
+def chi2_sigma(chi2: float, ndf: int) -> float | None:
+    """The one-sided Gaussian significance of a χ² with ``ndf`` degrees of freedom: Φ⁻¹(1 − p); 0 at p ≥ 0.5, capped at 40."""
+    if not (math.isfinite(chi2) and ndf > 0):
+        return None
+    log_p = float(chi2_dist.logsf(chi2, ndf))
+    return float(min(max(-norm.ppf(math.exp(log_p)) if log_p > -700 else 40.0, 0.0), 40.0))
+
+
+def _response_deviation(ref: dict, cand: dict) -> dict:
+    """χ² of the candidate's mean response against the reference's over the resolution bins, and its significance."""
+    d = cand["response"] - ref["response"]
+    var = cand["response_unc"] ** 2 + ref["response_unc"] ** 2
+    ok = np.isfinite(d) & np.isfinite(var) & (var > 0)
+    chi2, ndf = float(np.sum(d[ok] ** 2 / var[ok])), int(ok.sum())
+    return {"chi2": chi2, "ndf": ndf, "sigma": chi2_sigma(chi2, ndf)}
+
+
+def condition_trends(summary: SampleSummary, geometry: Geometry) -> dict:
+    """Least-squares slope of each ``CONDITION_TRENDS`` observable against its condition, per layer, for the conditions the sample has.
+
+    Returns ``"<observable>_<layer> vs <condition>"`` -> ``{"slope", "intercept", "n"}`` with
+    the slope a ``Measurement`` (standard error of the fit; unit of the observable per unit
+    of the condition); showers where the observable is undefined are left out.
+    """
+    out = {}
+    for key, cond in CONDITION_TRENDS:
+        if cond not in summary.conditions:
+            continue
+        x_all = summary.conditions[cond]
+        for layer in geometry.layers:
+            y_all = summary.observables[f"{key}_{layer.name}"]
+            ok = np.isfinite(y_all)
+            x, y = x_all[ok], y_all[ok]
+            if x.size < 3 or np.ptp(x) == 0:
+                continue
+            xm, ym = x.mean(), y.mean()
+            sxx = float(((x - xm) ** 2).sum())
+            slope = float(((x - xm) * (y - ym)).sum() / sxx)
+            resid = y - ym - slope * (x - xm)
+            se = math.sqrt(float((resid**2).sum()) / (x.size - 2) / sxx)
+            out[f"{key}_{layer.name} vs {cond}"] = {
+                "slope": m.Measurement(slope, se),
+                "intercept": float(ym - slope * xm),
+                "n": int(x.size),
+            }
+    return out
+
+
 def evaluate(reference: Sample, candidates: list[Sample], config: EvaluationConfig = EvaluationConfig(), *, progress=None) -> Evaluation:
     """Compare every candidate with the reference; see the module docstring for what is computed.
 
-    ``progress(stage)`` is called before each stage when given (the CLI prints it).
-    Raises ``EvaluationError`` for samples that cannot be compared.
+    Samples are streamed once (``summarise``): memory grows with the number of showers only
+    by their observables, not their cells. ``progress(stage)`` is called before each stage
+    when given (the CLI prints it). Raises ``EvaluationError`` for samples that cannot be
+    compared.
     """
     if not candidates:
         raise EvaluationError("nothing to evaluate: give at least one candidate sample")
@@ -299,37 +539,34 @@ def evaluate(reference: Sample, candidates: list[Sample], config: EvaluationConf
         timings[stage] = round(timings.get(stage, 0.0) + now - clock[0], 3)
         clock[0] = now
 
-    ref = reference.data
-    g = ref.geometry
-    if len(ref) < 20:
-        raise EvaluationError(f"{reference.label}: {len(ref)} showers; the evaluation needs at least 20 reference showers")
-    warnings = []
-    for c in candidates:
-        if len(c.data) < 10:
-            raise EvaluationError(f"{c.label}: {len(c.data)} showers; the evaluation needs at least 10 per candidate")
-        warnings += check_compatible(ref, c.data, c.label, allow_condition_mismatch=config.allow_condition_mismatch)
     samples = [reference, *candidates]
+    summaries = []
+    for i, s in enumerate(samples):
+        say(f"reading {s.source or s.label}: observables, sums, subsample")
+        summaries.append(summarise(s, config, config.seed + 101 * i))
+    lap("read")
+    ref = summaries[0]
+    g = ref.geometry
+    if ref.n < 20:
+        raise EvaluationError(f"{reference.label}: {ref.n} showers; the evaluation needs at least 20 reference showers")
+    warnings = []
+    for c, d in zip(candidates, summaries[1:]):
+        if d.n < 10:
+            raise EvaluationError(f"{c.label}: {d.n} showers; the evaluation needs at least 10 per candidate")
+        warnings += check_compatible(ref, d, c.label, allow_condition_mismatch=config.allow_condition_mismatch)
     lap("checks")
-
-    say("observables")
-    observables = [obs.high_level(s.data.cells, g, s.data.e_inc, config.threshold) for s in samples]
+    observables = [d.observables for d in summaries]
     names = list(observables[0])
-    lap("observables")
 
     say("histogram metrics")
     try:
         edges = m.energy_bin_edges(ref.e_inc, config.energy_bins)
     except m.MetricError as err:
         raise EvaluationError(f"energy_bins: {err}") from None
-    bin_of = [m.energy_bin_index(s.data.e_inc, edges) for s in samples]
+    bin_of = [m.energy_bin_index(d.e_inc, edges) for d in summaries]
     n_ebins = len(edges) - 1
-    spectra = []
-    rng = np.random.default_rng(config.seed)
-    for s in samples:
-        spec = obs.cell_spectrum(s.data.cells, config.threshold)
-        spectra.append(spec if spec.size <= 1_000_000 else rng.choice(spec, 1_000_000, replace=False))
     per_candidate = []
-    for ci, c in enumerate(candidates, start=1):
+    for ci, d in enumerate(summaries[1:], start=1):
         entry = {"observables": {}}
         for name in names:
             a, b = observables[0][name], observables[ci][name]
@@ -338,7 +575,7 @@ def evaluate(reference: Sample, candidates: list[Sample], config: EvaluationConf
                 sa, sb = a[bin_of[0] == k], b[bin_of[ci] == k]
                 per_bin.append(_hist_metrics(sa, sb, config, config.seed + k + 1) if sa.size and sb.size else None)
             entry["observables"][name] = {"all": _hist_metrics(a, b, config, config.seed), "energy_bins": per_bin}
-        la, lb = np.log10(spectra[0]), np.log10(spectra[ci])
+        la, lb = np.log10(ref.spectrum), np.log10(d.spectrum)
         if la.size and lb.size:
             sbins = m.shared_bins(la, lb, config.hist_bins)
             entry["cell_spectrum"] = {
@@ -347,79 +584,76 @@ def evaluate(reference: Sample, candidates: list[Sample], config: EvaluationConf
             }
         else:
             entry["cell_spectrum"] = {"separation_power": None, "chi2_ndf": None}
-        entry["energy_chi2"] = m.energy_chi2(ref, c.data, n_bins=10)
+        entry["energy_chi2"] = m.energy_chi2((observables[0]["e_tot"], ref.e_inc), (observables[ci]["e_tot"], d.e_inc), n_bins=10)
         per_candidate.append(entry)
     lap("histogram metrics")
 
     say("response and resolution")
     res_edges = m.energy_bin_edges(ref.e_inc, config.resolution_bins, spacing="log")
     resolution, fits = [], []
-    for s, o in zip(samples, observables):
-        r = m.response_resolution(o["e_tot"], s.data.e_inc, res_edges, n_boot=config.n_boot, seed=config.seed)
+    for d in summaries:
+        r = m.response_resolution(d.observables["e_tot"], d.e_inc, res_edges, n_boot=config.n_boot, seed=config.seed)
         resolution.append(r)
         fits.append(m.fit_resolution(r["energy"], r["resolution"], r["resolution_unc"]))
+    for ci in range(1, len(summaries)):
+        per_candidate[ci - 1]["response_deviation"] = _response_deviation(resolution[0], resolution[ci])
+    trends = [condition_trends(d, g) for d in summaries]
     lap("response and resolution")
 
     say("mean images")
-    thresholded = [obs.apply_threshold(s.data.cells, config.threshold) for s in samples]
-    images = [m.mean_images(cells, g) for cells in thresholded]
-    for ci in range(1, len(samples)):
-        per_candidate[ci - 1]["mean_images"] = {
-            layer.name: {
-                "relative_l1": m.mean_image_difference(
-                    thresholded[0][:, g.layer_slice(i)],
-                    thresholded[ci][:, g.layer_slice(i)],
-                    n_boot=min(config.n_boot, 20),
-                    seed=config.seed,
-                )
-                if images[0][i].sum() > 0
-                else m.Measurement(float("nan"), float("nan"))  # an empty reference layer: nothing to compare with
-            }
-            for i, layer in enumerate(g.layers)
-        }
-    del thresholded
+    images = [m.mean_images((d.image_sum / d.n)[None, :], g) for d in summaries]
+    subs = [obs.apply_threshold(d.subsample.cells, config.threshold) for d in summaries]
+    for ci in range(1, len(summaries)):
+        layers = {}
+        for i, layer in enumerate(g.layers):
+            if images[0][i].sum() <= 0:  # an empty reference layer: nothing to compare with
+                layers[layer.name] = {"relative_l1": m.Measurement(float("nan"), float("nan"))}
+                continue
+            sl = g.layer_slice(i)
+            # the value from every shower; the uncertainty by bootstrap of the subsamples (an overestimate when they are smaller)
+            value = float(np.abs(images[0][i] - images[ci][i]).sum() / images[0][i].sum())
+            unc = m.mean_image_difference(subs[0][:, sl], subs[ci][:, sl], n_boot=min(config.n_boot, 20), seed=config.seed).uncertainty
+            layers[layer.name] = {"relative_l1": m.Measurement(value, unc)}
+        per_candidate[ci - 1]["mean_images"] = layers
+    del subs
     lap("mean images")
 
-    # reference halves A and B: candidates are compared with A, the floor is B against A
-    half_a, half_b = ref.split((0.5, 0.5), seed=config.seed)
+    # reference halves A and B of the reference's subsample: candidates are compared with A, the floor is B against A
+    half_a, half_b = ref.subsample.split((0.5, 0.5), seed=config.seed)
     say("FPD and KPD")
     feats_a, feats_b = (m.classifier_features(h, "high", config.threshold) for h in (half_a, half_b))
     floor = {"fpd": m.fpd(feats_a, feats_b, seed=config.seed), "kpd": m.kpd(feats_a, feats_b, seed=config.seed)}
-    for ci, c in enumerate(candidates, start=1):
-        feats = m.classifier_features(c.data, "high", config.threshold)
+    for ci, d in enumerate(summaries[1:], start=1):
+        feats = m.classifier_features(d.subsample, "high", config.threshold)
         per_candidate[ci - 1]["fpd"] = m.fpd(feats_a, feats, seed=config.seed)
         per_candidate[ci - 1]["kpd"] = m.kpd(feats_a, feats, seed=config.seed)
     lap("FPD and KPD")
 
-    n_cls = min(len(half_a), len(half_b), *(len(c.data) for c in candidates))
+    n_cls = min(len(half_a), len(half_b), *(len(d.subsample) for d in summaries[1:]))
     floor["n_showers_per_class"] = n_cls
-    need = math.ceil(5 / min(config.classifier.splits))
-    if config.classifiers and n_cls < need:
-        raise EvaluationError(
-            f"the classifier tests need at least {need} showers per class (half the reference and each candidate), "
-            f"have {n_cls}; give more showers or skip them with --fast"
-        )
-    for level in ("low", "high"):
+    for level in CLASSIFIER_LEVELS:
         key = f"classifier_{level}"
         floor[key] = None
         for entry in per_candidate:
             entry[key] = None
         if not config.classifiers:
             continue
-        say(f"classifier ({level}-level), floor")
+        cfg = config.classifier_config(level)
+        need = math.ceil(5 / min(cfg.splits))
+        if n_cls < need:
+            raise EvaluationError(
+                f"the classifier tests need at least {need} showers per class (half the reference and each candidate), "
+                f"have {n_cls}; give more showers or skip them with --fast"
+            )
+        say(f"classifier ({level}), floor")
         crng = np.random.default_rng(config.seed + 17)
         a_n = _subsample(half_a, n_cls, crng)
-        f = m.classifier_test(
-            a_n, _subsample(half_b, n_cls, crng), level=level, config=config.classifier, seed=config.seed, threshold=config.threshold
-        )
-        floor[key] = f
-        for ci, c in enumerate(candidates, start=1):
-            say(f"classifier ({level}-level), {c.label}")
-            r = m.classifier_test(
-                a_n, _subsample(c.data, n_cls, crng), level=level, config=config.classifier, seed=config.seed, threshold=config.threshold
-            )
-            per_candidate[ci - 1][key] = r
-        lap(f"classifier {level}-level")
+        kwargs = dict(level=level, config=cfg, seed=config.seed, threshold=config.threshold)
+        floor[key] = m.classifier_test(a_n, _subsample(half_b, n_cls, crng), **kwargs)
+        for ci, (c, d) in enumerate(zip(candidates, summaries[1:]), start=1):
+            say(f"classifier ({level}), {c.label}")
+            per_candidate[ci - 1][key] = m.classifier_test(a_n, _subsample(d.subsample, n_cls, crng), **kwargs)
+        lap(f"classifier {level}")
 
     say("nearest neighbours")
     nearest = []
@@ -427,9 +661,9 @@ def evaluate(reference: Sample, candidates: list[Sample], config: EvaluationConf
     def nn_features(d: ShowerData) -> np.ndarray:
         return obs.apply_threshold(d.cells, config.threshold) / (1000.0 * d.e_inc[:, None])
 
-    ref_nn = nn_features(ref)
-    for ci, c in enumerate(candidates, start=1):
-        result = m.memorisation(ref_nn, nn_features(c.data), n_query=config.nn_queries, seed=config.seed)
+    ref_nn = nn_features(ref.subsample)
+    for ci, d in enumerate(summaries[1:], start=1):
+        result = m.memorisation(ref_nn, nn_features(d.subsample), n_query=config.nn_queries, seed=config.seed)
         nearest.append(result)
         per_candidate[ci - 1]["nearest_neighbours"] = {
             "ratio": result["ratio"],
@@ -438,17 +672,16 @@ def evaluate(reference: Sample, candidates: list[Sample], config: EvaluationConf
         }
     lap("nearest neighbours")
 
-    metrics = _assemble(samples, config, g, edges, names, observables, warnings, floor, per_candidate, resolution, fits, res_edges)
+    metrics = _assemble(samples, summaries, config, g, edges, names, warnings, floor, per_candidate, resolution, fits, res_edges, trends)
     metrics["timings_s"] = timings
     return Evaluation(
         metrics=to_json_value(metrics),
         samples=samples,
-        observables=observables,
+        summaries=summaries,
         energy_edges=edges,
         resolution=resolution,
         resolution_fits=fits,
         mean_images=images,
-        spectra=spectra,
         nearest=nearest,
     )
 
@@ -462,7 +695,7 @@ def _response_json(r: dict) -> dict:
     }
 
 
-def _assemble(samples, config, g, edges, names, observables, warnings, floor, per_candidate, resolution, fits, res_edges) -> dict:
+def _assemble(samples, summaries, config, g, edges, names, warnings, floor, per_candidate, resolution, fits, res_edges, trends) -> dict:
     """The metrics.json dictionary (before ``to_json_value``)."""
     settings = {
         "seed": config.seed,
@@ -474,7 +707,8 @@ def _assemble(samples, config, g, edges, names, observables, warnings, floor, pe
         "n_boot": config.n_boot,
         "nn_queries": config.nn_queries,
         "classifiers": config.classifiers,
-        "classifier": asdict(config.classifier),
+        "classifier": {level: asdict(config.classifier_config(level)) for level in CLASSIFIER_LEVELS},
+        "subsample": config.subsample,
         "allow_condition_mismatch": config.allow_condition_mismatch,
     }
     floor_json = {k: (_classifier_json(v) if isinstance(v, m.ClassifierResult) else v) for k, v in floor.items()}
@@ -483,7 +717,7 @@ def _assemble(samples, config, g, edges, names, observables, warnings, floor, pe
         sep = {n: entry["observables"][n]["all"] for n in names}
         valid = {n: v for n, v in sep.items() if v is not None}
         summary = {}
-        for level in ("low", "high"):
+        for level in CLASSIFIER_LEVELS:
             key = f"classifier_{level}"
             r, f = entry[key], floor[key]
             if r is None:
@@ -491,15 +725,18 @@ def _assemble(samples, config, g, edges, names, observables, warnings, floor, pe
                 continue
             s = _classifier_json(r)
             s["floor"] = f.measurement
-            s["excess_sigma"] = (
-                (r.auc - f.auc) / math.hypot(r.auc_uncertainty, f.auc_uncertainty) if r.auc_uncertainty or f.auc_uncertainty else None
-            )
+            s["excess_sigma"] = m.auc_excess(r, f)
+            s["flagged"] = s["excess_sigma"] is not None and s["excess_sigma"] >= FLAG_SIGMA
             summary[key] = s
         worst = sorted(valid, key=lambda n: -valid[n]["separation_power"].value)[:5]
+        e_chi2 = entry["energy_chi2"]
+        ndf = round(2 / e_chi2.uncertainty**2) if e_chi2.uncertainty > 0 else 0
         summary |= {
             "fpd": entry["fpd"],
             "kpd": entry["kpd"],
-            "energy_chi2": entry["energy_chi2"],
+            "energy_chi2": e_chi2,
+            "energy_chi2_sigma": chi2_sigma(e_chi2.value * ndf, ndf),
+            "response_deviation": entry["response_deviation"],
             "separation_power_mean": _mean_measurement([v["separation_power"] for v in valid.values()]),
             "chi2_ndf_mean": _mean_measurement([v["chi2_ndf"] for v in valid.values()]),
             "worst_observables": worst,
@@ -507,13 +744,14 @@ def _assemble(samples, config, g, edges, names, observables, warnings, floor, pe
             "nn_copies": entry["nearest_neighbours"]["copies"],
         }
         candidates.append(
-            _sample_info(samples[ci])
+            _sample_info(samples[ci], summaries[ci])
             | {
                 "summary": summary,
                 "observables": entry["observables"],
                 "cell_spectrum": entry["cell_spectrum"],
                 "response": _response_json(resolution[ci]),
                 "resolution_fit": fits[ci],
+                "condition_trends": trends[ci],
                 "mean_images": entry["mean_images"],
                 "nearest_neighbours": entry["nearest_neighbours"],
             }
@@ -528,7 +766,8 @@ def _assemble(samples, config, g, edges, names, observables, warnings, floor, pe
         "energy_bins_gev": [[float(a), float(b)] for a, b in zip(edges[:-1], edges[1:])],
         "observables": [{"name": n, "label": obs.observable_unit(n, g)[0], "unit": obs.observable_unit(n, g)[1]} for n in names],
         "warnings": warnings,
-        "reference": _sample_info(samples[0]) | {"response": _response_json(resolution[0]), "resolution_fit": fits[0]},
+        "reference": _sample_info(samples[0], summaries[0])
+        | {"response": _response_json(resolution[0]), "resolution_fit": fits[0], "condition_trends": trends[0]},
         "floor": floor_json,
         "candidates": candidates,
     }

@@ -23,6 +23,7 @@ from calogan.observables import observable_label
 
 __all__ = [
     "COLOURS",
+    "condition_figure",
     "histogram_grid",
     "mean_images_figure",
     "nearest_pairs_figure",
@@ -333,6 +334,64 @@ def resolution_figure(resolution: list[dict[str, np.ndarray]], fits: list[dict],
         rax.set_ylabel(f"/ {labels[0]}" if len(labels[0]) <= 10 else "ratio")
         rax.set_xlabel("incident energy E_inc [GeV]")
         rax.grid(alpha=0.3, which="both")
+    return fig
+
+
+@_styled
+def condition_figure(
+    conditions: list[dict[str, np.ndarray]],
+    observables: list[dict[str, np.ndarray]],
+    trends: list[dict],
+    labels: list[str],
+    geometry: Geometry,
+    pairs: tuple[tuple[str, str], ...],
+    *,
+    n_bins: int = 10,
+) -> Figure:
+    """Observables against conditions, one row per (observable key, condition) pair and one column per layer.
+
+    Each panel shows the mean of the observable in ``n_bins`` equal bins of the condition
+    (error bars: standard error of the mean) for the reference (grey) and each candidate,
+    with the least-squares line of ``trends`` (``evaluation.condition_trends``) dashed and its
+    slope in the legend. ``conditions[i]`` and ``observables[i]`` are sample i's per-shower
+    arrays; θ is drawn in degrees.
+    """
+    rows = [(key, cond) for key, cond in pairs if cond in conditions[0]]
+    n_layers = geometry.n_layers
+    fig = _figure(3.6 * n_layers, 2.7 * max(len(rows), 1))
+    for r, (key, cond) in enumerate(rows):
+        scale = 180.0 / math.pi if cond == "theta" else 1.0
+        x_ref = conditions[0][cond]
+        edges = np.linspace(np.min(x_ref), np.max(x_ref), n_bins + 1)
+        centres = 0.5 * (edges[:-1] + edges[1:])
+        for j, layer in enumerate(geometry.layers):
+            ax = fig.add_subplot(len(rows), n_layers, r * n_layers + j + 1)
+            name = f"{key}_{layer.name}"
+            for i, (c, o, t) in enumerate(zip(conditions, observables, trends)):
+                if cond not in c:
+                    continue
+                x, y = c[cond], o[name]
+                ok = np.isfinite(y)
+                idx = np.clip(np.searchsorted(edges, x[ok], side="right") - 1, 0, n_bins - 1)
+                n = np.bincount(idx, minlength=n_bins)
+                s1 = np.bincount(idx, weights=y[ok], minlength=n_bins)
+                s2 = np.bincount(idx, weights=y[ok] ** 2, minlength=n_bins)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    mean = s1 / n
+                    err = np.sqrt(np.clip(s2 / n - mean**2, 0, None) / np.maximum(n - 1, 1))
+                fit = t.get(f"{name} vs {cond}")
+                label = labels[i]
+                if fit is not None:
+                    slope = fit["slope"]["value"] if isinstance(fit["slope"], dict) else fit["slope"].value
+                    label += f" (slope {slope / scale:.3g})"
+                    ax.plot(edges * scale, fit["intercept"] + slope * edges, ls="--", lw=1.0, color=_colour(i) if i else "0.3")
+                shift = (i - (len(conditions) - 1) / 2) * 0.15 * (edges[1] - edges[0])
+                ax.errorbar((centres + shift) * scale, mean, yerr=err, fmt="o", ms=3, lw=1, color=_colour(i) if i else "0.3", label=label)
+            ax.set_xlabel(f"{cond} [{'deg' if cond == 'theta' else 'mm' if cond in ('x0', 'y0') else 'rad'}]")
+            ax.set_ylabel(observable_label(name, geometry))
+            ax.grid(alpha=0.3)
+            ax.legend(frameon=False, fontsize=7)
+    fig.tight_layout()
     return fig
 
 

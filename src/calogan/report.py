@@ -22,7 +22,7 @@ import numpy as np
 
 from calogan import plotting
 from calogan.errors import CaloganError
-from calogan.evaluation import Evaluation
+from calogan.evaluation import CONDITION_TRENDS, Evaluation
 from calogan.metrics import energy_bin_index
 from calogan.runtime import AtomicOutput, write_text
 
@@ -71,19 +71,23 @@ def _write_files(out: Path, files: dict[str, str], force: bool) -> None:
             (folder.tmp / name).write_text(text, encoding="utf-8")
 
 
-def write_report(evaluation: Evaluation, out_dir: str | Path, *, force: bool = False, dpi: int = 80) -> dict[str, Path]:
+def write_report(
+    evaluation: Evaluation, out_dir: str | Path, *, force: bool = False, dpi: int = 80, extra: dict[str, str] | None = None
+) -> dict[str, Path]:
     """Write ``metrics.json`` and ``report.html`` for ``evaluation`` into ``out_dir``; returns their paths.
 
     The HTML is rendered before anything is written, and each file is written to a
-    temporary name and renamed, so an interrupted run leaves no partial report.
+    temporary name and renamed, so an interrupted run leaves no partial report. ``extra``:
+    more files (name -> text) written the same way.
     """
     t0 = time.perf_counter()
     page = render_html(evaluation, dpi=dpi)
     evaluation.metrics["timings_s"]["report"] = round(time.perf_counter() - t0, 3)
     text = json.dumps(evaluation.metrics, indent=1, allow_nan=False)
     out = Path(out_dir)
-    _write_files(out, {"metrics.json": text + "\n", "report.html": page}, force)
-    return {name: out / name for name in OUTPUT_FILES}
+    files = {"metrics.json": text + "\n", "report.html": page, **(extra or {})}
+    _write_files(out, files, force)
+    return {name: out / name for name in files}
 
 
 # ---------------------------------------------------------------------------------------
@@ -234,6 +238,7 @@ def _summary_section(ev: Evaluation) -> str:
                 _e(c["label"]),
                 _auc_cell(s["classifier_low"]),
                 _auc_cell(s["classifier_high"]),
+                _auc_cell(s["classifier_low_calochallenge"]),
                 f"{_e(format_measurement(s['fpd']))}<br><span class='muted'>floor {_e(format_measurement(fl['fpd']))}</span>",
                 f"{_e(format_measurement(s['kpd']))}<br><span class='muted'>floor {_e(format_measurement(fl['kpd']))}</span>",
                 _e(format_measurement(s["energy_chi2"])),
@@ -247,6 +252,7 @@ def _summary_section(ev: Evaluation) -> str:
         "candidate",
         "AUC low-level",
         "AUC high-level",
+        "AUC CaloChallenge",
         "FPD",
         "KPD",
         "E_tot χ²/ndf",
@@ -257,9 +263,10 @@ def _summary_section(ev: Evaluation) -> str:
     ]
     n = fl["n_showers_per_class"]
     cap = (
-        "<p class='note'>Classifier AUCs (CaloChallenge protocol) are calibrated and measured on a held-out 20 % split; the "
+        "<p class='note'>Classifier AUCs are calibrated, measured on held-out showers and averaged over independent runs (section "
+        "Classifier tests); the "
         f"<i>floor</i> is the same test between two halves of the reference with the same statistics ({n} showers per class). "
-        "Green: within 2σ of the floor; amber: within 5σ; red: beyond. FPD and KPD compare the high-level observables with "
+        "Green: within 2σ of the floor; amber: within 5σ; red: beyond (flagged). FPD and KPD compare the high-level observables with "
         "reference half A, their floor is half B against half A. E_tot χ²/ndf: E_tot/E_inc in 10 incident-energy bins "
         "(about 1 when compatible). Mean separation power and χ²/ndf over all observables, all energies (the mean χ²/ndf coloured by "
         "its distance from 1 in units of its uncertainty). NN ratio: median distance "
@@ -415,7 +422,7 @@ def _energy_bins_section(ev: Evaluation, dpi: int) -> str:
         "Open a bin below for its histograms and full table.</p>"
     )
     out += f"<table class='wide'><thead>{head}</thead><tbody>{body}</tbody></table>"
-    bin_of = [energy_bin_index(s.data.e_inc, ev.energy_edges) for s in ev.samples]
+    bin_of = [energy_bin_index(d.e_inc, ev.energy_edges) for d in ev.summaries]
     for k, (lo, hi) in enumerate(bins):
         counts = [int((b == k).sum()) for b in bin_of]
         if min(counts) == 0:
@@ -454,19 +461,21 @@ def _classifier_section(ev: Evaluation) -> str:
     mt = ev.metrics
     if not mt["settings"]["classifiers"]:
         return "<p class='note'>Skipped (<code>--fast</code>).</p>"
-    cfg = mt["settings"]["classifier"]
+    names = {"low": "low-level", "high": "high-level", "low_calochallenge": "CaloChallenge low-level"}
     rows = []
-    for level in ("low", "high"):
+    for level, name in names.items():
         key = f"classifier_{level}"
+        cfg = mt["settings"]["classifier"][level]
         entries = [("floor: reference B vs A", mt["floor"][key], None)] + [
             (c["label"], c["summary"][key], c["summary"][key]) for c in mt["candidates"]
         ]
         for label, r, cand in entries:
             rows.append(
                 [
-                    f"{level}-level",
+                    f"{name} ({cfg['model']})",
                     label,
                     format_measurement(r["auc"]),
+                    f"{_num(r['auc_std'])} ({r['n_runs']})",
                     _num(r["auc_raw"]),
                     "–" if cand is None else _num(cand["excess_sigma"], 2),
                     _num(r["jsd"]),
@@ -477,27 +486,58 @@ def _classifier_section(ev: Evaluation) -> str:
             )
     out = _table(
         [
-            "inputs",
+            "test",
             "sample vs reference A",
-            "AUC (calibrated)",
+            "AUC (calibrated, mean of runs)",
+            "spread of runs (runs)",
             "AUC raw",
             "(AUC − floor)/σ",
             "JSD",
-            "best / run epochs",
-            "train / val / test",
+            "best / last epoch or tree",
+            "train / calibration / report",
             "train s",
         ],
         rows,
     )
     out += (
-        "<p class='note'>CaloChallenge protocol (arXiv:2410.21611): an MLP "
-        f"({cfg['n_layers']} hidden layers of {cfg['hidden']}, LeakyReLU, Adam lr {cfg['lr']:g}, batch {cfg['batch_size']}) "
-        "is trained on 60 % of each class, early-stopped on the loss of the next 20 % (the best epoch is kept), calibrated there "
-        "with isotonic regression and evaluated on the last 20 %. Low-level inputs: log10 E_inc and every cell / E_inc; high-level: "
-        "log10 E_inc and the observables (energies as logarithms); any further conditions (x0, y0, θ, cos φ, sin φ) are inputs too. AUC uncertainty: Hanley-McNeil standard error of the report "
-        "split; training-to-training spread is not included. JSD = (log 2 − BCE)/log 2 of the calibrated outputs; it can be "
-        "slightly negative when the calibration split is small.</p>"
+        "<p class='note'>Protocol after the CaloChallenge (arXiv:2410.21611): 60 % of each class trains the classifier, the next "
+        "20 % early-stops it and fits an isotonic calibration, the last 20 % measures the AUC; runs rotate these parts over five "
+        "folds, so five runs report on every shower once, and the AUC is their mean. σ combines the spread of the runs (s²/runs) "
+        "with the Hanley-McNeil error of one AUC on all showers of a class, which repeated runs on the same showers cannot "
+        "reduce; a candidate more than 5σ above the floor is flagged. Low-level (gradient-boosted trees): log10(cell / E_inc + "
+        "10⁻¹⁰) of every cell, the log layer energies and E_tot over E_inc, hit cells per layer. High-level: the observables "
+        "(energies as logarithms). CaloChallenge low-level: the CaloChallenge's MLP on cells / E_inc, the figure of published "
+        "tables. All tests also see log10 E_inc and any further conditions (x0, y0, θ, cos φ, sin φ). JSD = (log 2 − BCE)/log 2 "
+        "of the calibrated outputs; it can be slightly negative when the calibration part is small.</p>"
     )
+    return out
+
+
+def _has_trends(ev: Evaluation) -> bool:
+    return bool(ev.metrics["reference"]["condition_trends"])
+
+
+def _conditions_section(ev: Evaluation, dpi: int) -> str:
+    mt = ev.metrics
+    labels = [s.label for s in ev.samples]
+    trends = [mt["reference"]["condition_trends"]] + [c["condition_trends"] for c in mt["candidates"]]
+    fig = plotting.condition_figure([d.conditions for d in ev.summaries], ev.observables, trends, labels, ev.geometry, CONDITION_TRENDS)
+    out = _figure(
+        plotting.to_data_uri(fig, dpi),
+        "Layer centroids against the impact point (x0, y0) and widths against the polar angle θ, per layer: the mean in ten bins "
+        "of the condition (standard error of the mean) and the least-squares line over all showers (dashed), for every sample. "
+        "A conditional generator must follow the reference's slopes.",
+        "observables against conditions",
+    )
+    rows = []
+    for name, ref in trends[0].items():
+        row = [name, format_measurement(ref["slope"])]
+        for t in trends[1:]:
+            cand = t.get(name)
+            row.append("–" if cand is None else format_measurement(cand["slope"]))
+        rows.append(row)
+    out += _table(["trend", *(f"slope: {lab}" for lab in labels)], rows)
+    out += "<p class='note'>Slopes in mm per mm (centroids against x0, y0) and mm per rad (widths against θ), with their fit errors.</p>"
     return out
 
 
@@ -521,10 +561,10 @@ def _nearest_section(ev: Evaluation, dpi: int) -> str:
         for c in ev.metrics["candidates"]
     ]
     out += _table(["candidate", "median distance ratio (≈ 1)", "below 1 % quantile of held-out [%] (≈ 1)", "showers queried"], rows)
-    ref = ev.samples[0].data
-    for ci, (c, nn) in enumerate(zip(ev.samples[1:], ev.nearest), start=1):
+    ref = ev.summaries[0].subsample
+    for ci, (c, nn) in enumerate(zip(ev.summaries[1:], ev.nearest), start=1):
         order = np.argsort(nn["candidate_distances"])[:3]
-        cand_rows = c.data.cells[nn["candidate_index"][order]]
+        cand_rows = c.subsample.cells[nn["candidate_index"][order]]
         ref_rows = ref.cells[nn["pool_index"][order]]
         fig = plotting.nearest_pairs_figure(cand_rows, ref_rows, nn["candidate_distances"][order], ev.geometry, (labels[0], labels[ci]))
         out += f"<details><summary>{_e(labels[ci])}: the three showers closest to a reference shower, beside it</summary>"
@@ -579,6 +619,7 @@ def render_html(ev: Evaluation, *, dpi: int = 80) -> str:
         ("summary", "Summary", _summary_section(ev)),
         ("images", "Mean shower images", _images_section(ev, dpi)),
         ("resolution", "Energy response and resolution", _resolution_section(ev, dpi)),
+        *([("conditions", "Observables against conditions", _conditions_section(ev, dpi))] if _has_trends(ev) else []),
         ("observables", "Shower observables, all energies", _observables_section(ev, dpi)),
         ("energy-bins", "Shower observables per incident-energy bin", _energy_bins_section(ev, dpi)),
         ("spectrum", "Cell-energy spectrum", _spectrum_section(ev, dpi)),

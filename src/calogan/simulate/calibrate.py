@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from calogan import metrics
 from calogan.data import ShowerData
 from calogan.errors import ConfigError
 from calogan.simulate.deposit import Tracks
@@ -63,9 +64,8 @@ HADRON_STAGES = ("mip", "shower", "sampling")
 
 
 def resolution(ratio: np.ndarray) -> float:
-    """Half the central 68 % interval of E_tot/E_inc over its mean (the issue-5 definition)."""
-    lo, hi = np.percentile(ratio, [15.865, 84.135])
-    return float((hi - lo) / 2.0 / ratio.mean())
+    """Half the central 68 % interval of E_tot/E_inc over its mean: ``calogan.metrics.resolution``, as in the evaluation report."""
+    return float(metrics.resolution(ratio))
 
 
 def shower_observables(data: ShowerData) -> dict[str, np.ndarray]:
