@@ -117,7 +117,9 @@ def test_fit_refuses_all_zero_cells():
         ShowerTransform.fit(TransformConfig(), np.zeros((3, 4)), np.ones(3))
 
 
-@pytest.mark.parametrize("config", [TransformConfig(), TransformConfig(log=True, scale="standard"), TransformConfig(energy="gev", scale="max")])
+@pytest.mark.parametrize(
+    "config", [TransformConfig(), TransformConfig(log=True, scale="standard"), TransformConfig(energy="gev", scale="max")]
+)
 def test_numpy_paths_in_chunks_give_the_one_pass_answers(config, monkeypatch):
     import calogan.transforms as tr
 
