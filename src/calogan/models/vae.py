@@ -141,7 +141,7 @@ class MaskedLinear(nn.Linear):
 
 
 class IAFStep(nn.Module):
-    """One inverse autoregressive flow step (Kingma et al., arXiv:1606.04934, eqs. 10-11).
+    """One inverse autoregressive flow step in the numerically stable form of Kingma et al. (arXiv:1606.04934).
 
     ``forward(z, h)``: z (B, D) and context h (B, H) -> (z', log_det) with
     [m, s] = MADE(z, h), sigma = sigmoid(s + 1), z' = sigma * z + (1 - sigma) * m and
@@ -234,8 +234,11 @@ class VAE(GANModel):
 
     def prepare(self, data) -> None:
         """Cap each cell's output one unit above its largest model-space value in the training showers."""
-        x = self.transform.forward(data.cells, data.e_inc)  # (N, n_cells) float32
-        self.upper.copy_(torch.from_numpy(x.max(axis=0) + 1.0).to(self.upper))
+        top = np.full(self.geometry.n_cells, -np.inf, np.float32)
+        for a in range(0, len(data), 4096):  # in chunks: no model-space copy of all the showers
+            x = self.transform.forward(data.cells[a : a + 4096], data.e_inc[a : a + 4096])  # (n, n_cells) float32
+            top = np.maximum(top, x.max(axis=0))
+        self.upper.copy_(torch.from_numpy(top + 1.0).to(self.upper))
 
     def forward(self, cond: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         if z is None:
