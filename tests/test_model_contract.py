@@ -8,12 +8,14 @@ import pytest
 import torch
 import yaml
 
+from calogan.benchmark import BenchmarkConfig, run_benchmark
 from calogan.checkpoint import load_checkpoint, save_checkpoint
 from calogan.cli import main
 from calogan.data import ShowerData
 from calogan.export import export_onnx
+from calogan.fastsim import load_backend
 from calogan.geometry import Geometry, Layer
-from calogan.io import write_showers
+from calogan.io import read_showers, write_showers
 from calogan.models import FAMILIES, build_model
 from calogan.models.base import ConditionSpec
 from calogan.transforms import ShowerTransform, TransformConfig
@@ -167,8 +169,11 @@ def test_save_load_round_trip(name, tmp_path):
     torch.testing.assert_close(back.model(cond, z), model(cond, z), rtol=0, atol=0)
 
 
-# test_export.py exports the wgan, calogan and cond_calogan families already
-@pytest.mark.parametrize("name", [n for n, case in CASES.items() if case[0] in ("gan3d", "vae")])
+# test_export.py exports the wgan, calogan and cond_calogan families already, the next test the other two cases
+THROUGH_EVERY_PATH = ("gan3d-angle", "vae-iaf-gaussian")
+
+
+@pytest.mark.parametrize("name", [n for n, case in CASES.items() if case[0] in ("gan3d", "vae") and n not in THROUGH_EVERY_PATH])
 def test_export_parity(name, tmp_path):
     model, *_ = make(name)
     report = export_onnx(model.eval(), tmp_path / "m.onnx", n_check=32)
@@ -204,3 +209,35 @@ def test_trains_from_a_calogan_train_config(name, tmp_path, capsys):
     else:
         assert ckpt.training["opt_d"] is None  # no discriminator, no optimiser for it
     assert load_checkpoint(out / "best.pt").step == 3
+
+
+@pytest.mark.parametrize("name", THROUGH_EVERY_PATH)
+def test_export_generate_fastsim_and_benchmark_paths(name, tmp_path):
+    """ONNX export parity, then `calogan generate` (torch and onnxruntime), the fastsim backends and `calogan benchmark`, as for the GANs."""
+    model, data, *_ = make(name)
+    model.eval()
+    attrs = {"convention": "active", "particle": "e+"}
+    ckpt = save_checkpoint(tmp_path / "best.pt", model, step=2, data_attrs=attrs)
+    report = export_onnx(model, tmp_path / "m.onnx", attrs={**attrs, "step": 2}, n_check=32)
+    assert report.parity.ok and report.parity.n == 32
+    onnx = report.path
+    ref = write_showers(tmp_path / "ref.h5", data)
+    for model_file, out in ((ckpt, "t.h5"), (onnx, "o.h5")):
+        args = ["generate", "--model", str(model_file), "--energy-from", str(ref), "--seed", "4", "--batch-size", "7", "--threads", "1"]
+        assert main([*args, "--no-progress", "-o", str(tmp_path / out)]) == 0
+    by_torch, by_onnx = read_showers(tmp_path / "t.h5"), read_showers(tmp_path / "o.h5")
+    np.testing.assert_array_equal(by_torch.e_inc, read_showers(ref).e_inc)
+    assert by_torch.cells.shape == data.cells.shape and by_torch.cells.sum() > 0
+    np.testing.assert_allclose(by_onnx.cells, by_torch.cells, rtol=1e-4, atol=1e-5 * by_torch.cells.max())
+
+    torch_b, onnx_b = load_backend(ckpt), load_backend(onnx, threads=1)
+    cond = np.stack([data.e_inc[:5], *(data.conditions[k][:5] for k in model.conditions.keys[1:])], axis=1).astype(np.float32)
+    a, b = torch_b.generate(cond, seed=3), onnx_b.generate(cond, seed=3)
+    assert a.shape == (5, data.geometry.n_cells)
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5 * a.max())
+
+    config = BenchmarkConfig(
+        batch_sizes=(4,), backends=("torch", "onnxruntime"), devices=("cpu",), threads=1, min_time=0.0, min_repeats=2, ceiling_size=32
+    )
+    rows = run_benchmark(ckpt, onnx_path=onnx, config=config)["rows"]
+    assert [r["backend"] for r in rows] == ["torch", "onnxruntime"] and all(r["showers_per_s"] > 0 for r in rows)
