@@ -158,3 +158,21 @@ def test_layer_hits_core_fraction_and_rings_exact(toy_geometry):
         ob.ring_energy(cells, toy_geometry, 0, [5.0, 1.0])
     with pytest.raises(ValueError, match="k must be"):
         ob.core_fraction(cells, toy_geometry, k=0)
+
+
+def test_radial_profile_rings_on_cartesian_and_polar_layers():
+    g = Geometry("block", (Layer("a", (3, 3), (10.0, 10.0), 5.0), Layer("b", (3, 3), (10.0, 10.0), 5.0)))
+    np.testing.assert_allclose(ob.radial_bin_edges(g), [0.0, 5.0, 15.0])  # rings at 0 and 10 mm; the corners (14.1 mm) in the last
+    cells = np.zeros((2, 18))
+    cells[0, 4] = 3.0  # centre of layer a
+    cells[0, 9 + 1] = 2.0  # edge cell of layer b, 10 mm out
+    cells[1, [0, 2, 6, 8]] = 1.0  # the four corners of layer a
+    np.testing.assert_allclose(ob.radial_profile(cells, g), [[3.0, 2.0], [0.0, 4.0]])
+    polar = Geometry(
+        "p",
+        (Layer("l0", (4, 2), binning="polar", r_edges=(0.0, 5.0, 20.0)), Layer("l1", (1, 2), binning="polar", r_edges=(0.0, 5.0, 10.0))),
+    )
+    np.testing.assert_allclose(ob.radial_bin_edges(polar), [0.0, 5.0, 10.0, 20.0])
+    cells = np.zeros((1, polar.n_cells))
+    cells[0, [1, 8, 9]] = [1.0, 2.0, 4.0]  # l0: alpha 0, r 5-20 (middle 12.5); l1: r 0-5 and 5-10 (one alpha bin)
+    np.testing.assert_allclose(ob.radial_profile(cells, polar), [[2.0, 4.0, 1.0]])

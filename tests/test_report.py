@@ -76,6 +76,7 @@ CANDIDATE = SAMPLE | {
     "resolution_fit",
     "condition_trends",
     "mean_images",
+    "profiles",
     "nearest_neighbours",
 }
 SUMMARY = {
@@ -90,6 +91,8 @@ SUMMARY = {
     "separation_power_mean",
     "chi2_ndf_mean",
     "worst_observables",
+    "longitudinal_max_deviation",
+    "radial_max_deviation",
     "nn_ratio",
     "nn_copies",
 }
@@ -124,6 +127,9 @@ def test_metrics_schema_keys(evaluation):
         assert set(c["response"]) == {"energy_gev", "n", "response", "resolution"}
         assert set(c["resolution_fit"]) == {"a", "b", "chi2_ndf"}
         assert set(c["summary"]["fpd"]) == {"value", "uncertainty"}
+        assert set(c["profiles"]) == {"longitudinal", "radial"} and len(c["profiles"]["longitudinal"]["ratio"]) == 2
+        assert set(c["profiles"]["radial"]) == {"mean_mev", "ratio", "compared", "max_deviation"}
+    assert set(mt["reference"]["profiles"]["radial"]) == {"edges_mm", "mean_mev"}
     # every top-level and summary key is documented in the schema docstring
     for key in TOP | SUMMARY | CANDIDATE | SETTINGS | CLASSIFIER | CLASSIFIER_RUNS | {"flagged", "excess_sigma"}:
         assert f"``{key}``" in ev_mod.__doc__, key
@@ -326,3 +332,21 @@ def test_condition_trends_and_panels(toy_geometry):
         "width_y_back vs theta",
     }
     assert report._has_trends(ev) and "centroid_x_front vs x0" in report._conditions_section(ev, 40)  # the figure and the slope table
+
+
+def test_voxel_block_profiles_and_report(tmp_path):
+    # 8 layers of 5 x 5 cells: more layers than the image figure draws side by side
+    g = Geometry("block", tuple(Layer(f"z{i}", (5, 5), (5.0, 5.0), 3.0, "W", 2.8, "Si", 0.5) for i in range(8)))
+    ref = toy_showers(g, n=120, seed=4)
+    scaled = replace(ref, cells=ref.cells * np.where(np.arange(g.n_cells) < 25, 1.25, 1.0).astype(np.float32))  # layer z0 x 1.25
+    ev = evaluate(Sample("G4", ref), [Sample("Same", ref), Sample("Hot front", scaled)], replace(QUICK, classifiers=False))
+    same, hot = ev.metrics["candidates"]
+    assert same["summary"]["longitudinal_max_deviation"]["value"] == 0 and same["summary"]["radial_max_deviation"]["value"] == 0
+    ratio = [r["value"] for r in hot["profiles"]["longitudinal"]["ratio"]]
+    np.testing.assert_allclose(ratio, [1.25] + [1.0] * 7, rtol=1e-6)
+    assert hot["summary"]["longitudinal_max_deviation"]["value"] == pytest.approx(0.25, rel=1e-6)
+    assert all(hot["profiles"]["longitudinal"]["compared"])  # every layer holds about 1/8 of the energy
+    edges = ev.metrics["reference"]["profiles"]["radial"]["edges_mm"]
+    assert edges[:3] == [0.0, 2.5, 7.5] and len(hot["profiles"]["radial"]["ratio"]) == len(edges) - 1
+    html = render_html(ev)
+    assert "Longitudinal and radial profiles" in html and "layers compared" in html and "25.0" in html

@@ -238,7 +238,7 @@ def test_overrides_and_yaml_round_trip(tmp_path):
         ("batch_size=big", "option batch_size must be an integer, got 'big'"),
         ("model.lamda_gp=1", "unknown option model.lamda_gp; valid options of model:"),
         ("transform.scale=weird", "transform.scale must be one of none, max, standard"),
-        ("family=vae", "unknown model family 'vae'"),
+        ("family=flow", "unknown model family 'flow'"),
         ("seed.x=1", "option 'seed' has no sub-options"),
         ("condition_sampling=all", "option condition_sampling: must be one of batch, big_batch, dataset"),
         ("exclude_energy=[[50, 40]]", "option exclude_energy: each band must be"),

@@ -146,3 +146,21 @@ def test_hits_scale_sets_empty_cells_apart_and_inverts_exactly():
 def test_hits_scale_needs_log():
     with pytest.raises(ConfigError, match="scale 'hits' standardises log energies: it needs log: true"):
         TransformConfig(scale="hits")
+
+
+@pytest.mark.parametrize(
+    "config", [TransformConfig(), TransformConfig(log=True, scale="standard"), TransformConfig(energy="gev", scale="max")]
+)
+def test_numpy_paths_in_chunks_give_the_one_pass_answers(config, monkeypatch):
+    import calogan.transforms as tr
+
+    rng = np.random.default_rng(0)
+    cells = (rng.exponential(100.0, (50, 7)) * (rng.random((50, 7)) < 0.7)).astype(np.float32)
+    e_inc = rng.uniform(1, 100, 50)
+    whole = ShowerTransform.fit(config, cells, e_inc)
+    x_whole = whole.forward(cells, e_inc)
+    monkeypatch.setattr(tr, "_CHUNK_CELLS", 7 * 8)  # chunks of 8 showers, the last one of 2
+    chunked = ShowerTransform.fit(config, cells, e_inc)
+    torch.testing.assert_close(chunked.shift, whole.shift, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(chunked.scale, whole.scale, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(whole.forward(cells, e_inc), x_whole)

@@ -168,8 +168,8 @@ def test_bad_model_options_are_named(toy_geometry, config, message):
 
 
 def test_unknown_family_is_named(toy_geometry):
-    with pytest.raises(ConfigError, match="unknown model family 'vae'; known: "):
-        build_model("vae", toy_geometry, ConditionSpec(), None, {})
+    with pytest.raises(ConfigError, match="unknown model family 'flow'; known: "):
+        build_model("flow", toy_geometry, ConditionSpec(), None, {})
 
 
 @pytest.mark.parametrize("transform", [TransformConfig(), TransformConfig(scale="standard"), TransformConfig(log=True, scale="standard")])

@@ -49,8 +49,9 @@ is undefined (e.g. χ²/ndf with ndf = 0, a metric of an energy bin without show
 - ``observables``: list of ``{"name", "label", "unit"}`` in report order.
 - ``warnings``: list of strings (condition mismatches allowed by the user, ...).
 - ``reference``: ``label``, ``source``, ``n_showers``, ``particles``, ``conditions``,
-  ``e_inc_gev`` ([min, max]), ``response``, ``resolution_fit`` and ``condition_trends`` (as
-  for candidates).
+  ``e_inc_gev`` ([min, max]), ``response``, ``resolution_fit``, ``condition_trends`` and
+  ``profiles`` (``longitudinal`` and ``radial`` with ``mean_mev`` only; ``radial`` also
+  ``edges_mm``), as for candidates.
 - ``floor``: ``n_showers_per_class``, ``classifier_low``, ``classifier_high``,
   ``classifier_low_calochallenge`` (classifier result objects, or ``null`` with ``--fast``),
   ``fpd``, ``kpd`` (measurements).
@@ -83,6 +84,13 @@ is undefined (e.g. χ²/ndf with ndf = 0, a metric of an energy bin without show
     theta (``condition_trends``); empty otherwise;
   - ``mean_images``: layer name -> ``{"relative_l1": measurement}`` (value from every
     shower, uncertainty from the subsamples);
+  - ``profiles``: ``longitudinal`` (mean energy per layer) and ``radial`` (mean energy per
+    ring of transverse distance, ``observables.radial_profile``), each ``mean_mev``
+    (measurements: mean over every shower, standard error from the subsample's spread),
+    ``ratio`` (candidate / reference, measurements), ``compared`` (the bins whose
+    reference mean is at least ``PROFILE_FLOOR`` of its peak) and ``max_deviation``
+    (measurement: the largest |ratio − 1| over those bins, with that bin's uncertainty); the
+    summary repeats ``longitudinal_max_deviation`` and ``radial_max_deviation``;
   - ``nearest_neighbours``: ``ratio``, ``copies`` (measurements), ``n_query``.
 - A classifier result object holds ``auc`` (measurement: mean over the runs, combined
   uncertainty), ``auc_std`` (spread of the runs), ``auc_runs`` (each run's AUC),
@@ -121,6 +129,7 @@ __all__ = [
     "CLASSIFIER_LEVELS",
     "CONDITION_TRENDS",
     "FLAG_SIGMA",
+    "PROFILE_FLOOR",
     "SCHEMA_VERSION",
     "Evaluation",
     "EvaluationConfig",
@@ -137,6 +146,8 @@ __all__ = [
 
 SCHEMA_VERSION = 2
 FLAG_SIGMA = 5.0  # a candidate is flagged by a metric at this many standard deviations above its floor
+# Profile bins compared: those whose reference mean is at least this fraction of its peak.
+PROFILE_FLOOR = 0.01
 # The classifier tests of every evaluation, in report order.
 CLASSIFIER_LEVELS = ("low", "high", "low_calochallenge")
 # Observable-versus-condition trends of conditional samples: (observable key, condition) per layer.
@@ -331,9 +342,10 @@ class Evaluation:
     sample (reference first) unless stated: ``summaries`` (``SampleSummary``: per-shower
     observables, incident energies and conditions, the subsample of whole showers),
     ``energy_edges`` (GeV), ``resolution`` (``metrics.response_resolution`` outputs),
-    ``resolution_fits``, ``mean_images`` (per layer (rows, cols) MeV), and per candidate
-    ``nearest`` (the ``metrics.memorisation`` dictionaries; their indices point into the
-    subsamples).
+    ``resolution_fits``, ``mean_images`` (per layer (rows, cols) MeV), ``profiles``
+    (``shower_profiles``: mean longitudinal and radial profiles with their standard errors),
+    and per candidate ``nearest`` (the ``metrics.memorisation`` dictionaries; their indices
+    point into the subsamples).
     """
 
     metrics: dict
@@ -344,6 +356,7 @@ class Evaluation:
     resolution_fits: list[dict]
     mean_images: list[list[np.ndarray]]
     nearest: list[dict]
+    profiles: list[dict[str, np.ndarray]] | None = None
 
     @property
     def geometry(self) -> Geometry:
@@ -520,6 +533,44 @@ def condition_trends(summary: SampleSummary, geometry: Geometry) -> dict:
     return out
 
 
+def shower_profiles(summary: SampleSummary, cells: np.ndarray, edges: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean longitudinal (per layer) and radial (per ring, ``edges`` mm) profiles in MeV of a sample.
+
+    The means come from every shower (``summary.image_sum``); their standard errors from the
+    spread of the per-shower profiles of ``cells`` (N', n_cells), the sample's subsample.
+    Returns ``longitudinal``, ``longitudinal_unc`` (n_layers,), ``radial``, ``radial_unc``
+    (n_rings,) and ``radial_edges``.
+    """
+    g, mean = summary.geometry, (summary.image_sum / summary.n)[None, :]
+    out = {"radial_edges": edges}
+    for key, values, spread in (
+        ("longitudinal", obs.layer_energies(mean, g)[0], obs.layer_energies(cells, g)),
+        ("radial", obs.radial_profile(mean, g, edges)[0], obs.radial_profile(cells, g, edges)),
+    ):
+        out[key] = values
+        out[f"{key}_unc"] = spread.std(axis=0, ddof=1) / math.sqrt(summary.n) if len(cells) > 1 else np.full(values.shape, np.nan)
+    return out
+
+
+def _profile_json(ref: dict, cand: dict, key: str) -> dict:
+    """Candidate / reference ratio of one mean profile, and its largest deviation over the bins above PROFILE_FLOOR of the peak."""
+    r, u_r, c, u_c = ref[key], ref[f"{key}_unc"], cand[key], cand[f"{key}_unc"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = c / r
+        ratio_unc = np.abs(ratio) * np.sqrt((u_c / c) ** 2 + (u_r / r) ** 2)
+    compared = r >= PROFILE_FLOOR * r.max() if r.max() > 0 else np.zeros(r.shape, bool)
+    out = {
+        "mean_mev": [m.Measurement(v, e) for v, e in zip(c, u_c)],
+        "ratio": [m.Measurement(v, e) for v, e in zip(ratio, ratio_unc)],
+        "compared": compared,
+        "max_deviation": m.Measurement(float("nan"), float("nan")),
+    }
+    if compared.any():
+        worst = int(np.flatnonzero(compared)[np.argmax(np.abs(ratio[compared] - 1))])
+        out["max_deviation"] = m.Measurement(float(abs(ratio[worst] - 1)), float(ratio_unc[worst]))
+    return out
+
+
 def evaluate(reference: Sample, candidates: list[Sample], config: EvaluationConfig = EvaluationConfig(), *, progress=None) -> Evaluation:
     """Compare every candidate with the reference; see the module docstring for what is computed.
 
@@ -615,8 +666,14 @@ def evaluate(reference: Sample, candidates: list[Sample], config: EvaluationConf
             unc = m.mean_image_difference(subs[0][:, sl], subs[ci][:, sl], n_boot=min(config.n_boot, 20), seed=config.seed).uncertainty
             layers[layer.name] = {"relative_l1": m.Measurement(value, unc)}
         per_candidate[ci - 1]["mean_images"] = layers
-    del subs
     lap("mean images")
+    say("longitudinal and radial profiles")
+    ring_edges = obs.radial_bin_edges(g)
+    profiles = [shower_profiles(d, sub, ring_edges) for d, sub in zip(summaries, subs)]
+    for ci in range(1, len(summaries)):
+        per_candidate[ci - 1]["profiles"] = {key: _profile_json(profiles[0], profiles[ci], key) for key in ("longitudinal", "radial")}
+    del subs
+    lap("profiles")
 
     # reference halves A and B of the reference's subsample: candidates are compared with A, the floor is B against A
     half_a, half_b = ref.subsample.split((0.5, 0.5), seed=config.seed)
@@ -673,6 +730,13 @@ def evaluate(reference: Sample, candidates: list[Sample], config: EvaluationConf
     lap("nearest neighbours")
 
     metrics = _assemble(samples, summaries, config, g, edges, names, warnings, floor, per_candidate, resolution, fits, res_edges, trends)
+    metrics["reference"]["profiles"] = {
+        "longitudinal": {"mean_mev": [m.Measurement(v, e) for v, e in zip(profiles[0]["longitudinal"], profiles[0]["longitudinal_unc"])]},
+        "radial": {
+            "edges_mm": ring_edges,
+            "mean_mev": [m.Measurement(v, e) for v, e in zip(profiles[0]["radial"], profiles[0]["radial_unc"])],
+        },
+    }
     metrics["timings_s"] = timings
     return Evaluation(
         metrics=to_json_value(metrics),
@@ -683,6 +747,7 @@ def evaluate(reference: Sample, candidates: list[Sample], config: EvaluationConf
         resolution_fits=fits,
         mean_images=images,
         nearest=nearest,
+        profiles=profiles,
     )
 
 
@@ -740,6 +805,8 @@ def _assemble(samples, summaries, config, g, edges, names, warnings, floor, per_
             "separation_power_mean": _mean_measurement([v["separation_power"] for v in valid.values()]),
             "chi2_ndf_mean": _mean_measurement([v["chi2_ndf"] for v in valid.values()]),
             "worst_observables": worst,
+            "longitudinal_max_deviation": entry["profiles"]["longitudinal"]["max_deviation"],
+            "radial_max_deviation": entry["profiles"]["radial"]["max_deviation"],
             "nn_ratio": entry["nearest_neighbours"]["ratio"],
             "nn_copies": entry["nearest_neighbours"]["copies"],
         }
@@ -753,6 +820,7 @@ def _assemble(samples, summaries, config, g, edges, names, warnings, floor, per_
                 "resolution_fit": fits[ci],
                 "condition_trends": trends[ci],
                 "mean_images": entry["mean_images"],
+                "profiles": entry["profiles"],
                 "nearest_neighbours": entry["nearest_neighbours"],
             }
         )

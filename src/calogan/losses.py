@@ -16,9 +16,11 @@ __all__ = [
     "energy_conservation_loss",
     "flip_classes",
     "flip_labels",
+    "gaussian_kl",
     "gradient_penalty",
     "interpolate",
     "marginal_wasserstein_loss",
+    "mean_absolute_percentage_error",
     "moment_matching_loss",
     "smooth_labels",
     "wasserstein_critic_loss",
@@ -189,3 +191,22 @@ def marginal_wasserstein_loss(real: torch.Tensor, fake: torch.Tensor, e_inc: tor
     chunks = [idx for idx in order.chunk(n_chunks) if len(idx) > 0]
     total = sum((real[idx].sort(dim=0).values - fake[idx].sort(dim=0).values).abs().mean() for idx in chunks)
     return total / len(chunks)
+
+
+def mean_absolute_percentage_error(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """100 * mean |predicted - target| / |target| (Keras' ``mean_absolute_percentage_error``, the
+    3D GAN's energy losses). (B,) each -> scalar; targets are floored at 1e-7 in magnitude.
+
+    >>> mean_absolute_percentage_error(torch.tensor([1.5, 3.0]), torch.tensor([1.0, 4.0])).item()  # 50 % and 25 %
+    37.5
+    """
+    return 100.0 * ((predicted - target).abs() / target.abs().clamp_min(1e-7)).mean()
+
+
+def gaussian_kl(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(log_var)) || N(0, 1)) summed over the latent dimensions: (B, D) each -> (B,).
+
+    >>> gaussian_kl(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 0.0]])).tolist()
+    [0.5]
+    """
+    return 0.5 * (mu**2 + log_var.exp() - 1.0 - log_var).sum(dim=1)

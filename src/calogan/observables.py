@@ -46,6 +46,8 @@ __all__ = [
     "observable_label",
     "observable_names",
     "observable_unit",
+    "radial_bin_edges",
+    "radial_profile",
     "response",
     "ring_energy",
     "ring_hits",
@@ -267,6 +269,60 @@ def ring_hits(cells: np.ndarray, geometry: Geometry, layer: int, edges, threshol
     hit = (_as_cells(cells, geometry)[:, geometry.layer_slice(layer)] > threshold).astype(np.float64)
     ring = _rings(geometry, layer, edges)
     return np.stack([hit[:, ring == k].sum(axis=1) for k in range(len(edges) - 1)], axis=1)
+
+
+def radial_bin_edges(geometry: Geometry) -> np.ndarray:
+    """Edges (mm) of the rings of ``radial_profile``: transverse distance from the beam axis.
+
+    With polar (CaloChallenge) layers only: the union of their radial bin edges. Otherwise
+    rings of the width w of the finest cartesian cell, centred on 0, w, 2w, ...: edges 0,
+    w/2, 3w/2, ... up to the farthest cell centre, so that the cells of a square grid fall
+    into rings by their distance in cells.
+
+    >>> from calogan.geometry import preset
+    >>> radial_bin_edges(preset("voxel-25"))[:4].round(2).tolist()
+    [0.0, 2.55, 7.65, 12.75]
+    """
+    if all(layer.binning == "polar" for layer in geometry.layers):
+        return np.unique(np.concatenate([layer.r_edges for layer in geometry.layers]))
+    w = min(min(layer.cell_size) for layer in geometry.layers if layer.binning == "cartesian")
+    k = int(np.ceil(_cell_radius(geometry).max() / w - 0.5)) + 1
+    return np.concatenate([[0.0], (np.arange(k) + 0.5) * w])
+
+
+def _cell_radius(geometry: Geometry) -> np.ndarray:
+    """(n_cells,) distance of each cell centre from the beam axis in mm (polar cells: the middle of their radial bin)."""
+    parts = []
+    for layer in geometry.layers:
+        if layer.binning == "polar":
+            edges = np.asarray(layer.r_edges)
+            parts.append(np.broadcast_to(0.5 * (edges[:-1] + edges[1:]), layer.shape).ravel())
+        else:
+            x, y = layer.cell_centres()
+            parts.append(np.hypot(x, y).ravel())
+    return np.concatenate(parts)
+
+
+def radial_profile(cells: np.ndarray, geometry: Geometry, edges: np.ndarray | None = None) -> np.ndarray:
+    """(N, n_cells) MeV -> (N, n_rings) energy per ring of transverse distance from the beam axis, all layers summed.
+
+    A cell counts in the ring of its centre's distance (``Layer.cell_centres``; for polar
+    layers the middle of its radial bin); ``edges`` default to ``radial_bin_edges``. With
+    ``layer_energies`` (the longitudinal profile) the radial profile is what the 3D GAN's
+    validation compares.
+
+    >>> from calogan.geometry import preset
+    >>> g = preset("voxel-25")
+    >>> cells = np.zeros((1, g.n_cells)); cells[0, 12 * 25 + 12] = 5.0; cells[0, 625 + 12 * 25 + 13] = 2.0
+    >>> radial_profile(cells, g)[0, :3].tolist()  # the axis cell of layer 0, its neighbour in layer 1
+    [5.0, 2.0, 0.0]
+    """
+    cells = _as_cells(cells, geometry)
+    edges = radial_bin_edges(geometry) if edges is None else np.asarray(edges, dtype=np.float64)
+    ring = np.clip(np.searchsorted(edges, _cell_radius(geometry), side="right") - 1, 0, len(edges) - 2)
+    membership = np.zeros((geometry.n_cells, len(edges) - 1))
+    membership[np.arange(geometry.n_cells), ring] = 1.0
+    return cells @ membership
 
 
 def observable_names(geometry: Geometry) -> list[str]:

@@ -28,6 +28,7 @@ __all__ = [
     "mean_images_figure",
     "nearest_pairs_figure",
     "nn_distance_figure",
+    "profiles_figure",
     "resolution_figure",
     "spectrum_figure",
     "to_data_uri",
@@ -333,6 +334,59 @@ def resolution_figure(resolution: list[dict[str, np.ndarray]], fits: list[dict],
         rax.set_ylim(lo, hi)
         rax.set_ylabel(f"/ {labels[0]}" if len(labels[0]) <= 10 else "ratio")
         rax.set_xlabel("incident energy E_inc [GeV]")
+        rax.grid(alpha=0.3, which="both")
+    return fig
+
+
+@_styled
+def profiles_figure(profiles: list[dict[str, np.ndarray]], labels: list[str], floor: float = 0.01) -> Figure:
+    """Mean longitudinal profile (energy per layer) and radial profile (energy per ring of transverse distance),
+    log scale, with ratio panels; bins where the reference is below ``floor`` of its peak are shaded."""
+    fig = _figure(11.0, 5.2)
+    gs = fig.add_gridspec(2, 2, height_ratios=(3, 1), hspace=0.06, wspace=0.28)
+    edges = profiles[0]["radial_edges"]
+    n_layers = profiles[0]["longitudinal"].size
+    axes_x = {
+        "longitudinal": (np.arange(n_layers, dtype=float), "layer index", "⟨E⟩ per layer [MeV]"),
+        "radial": (0.5 * (edges[:-1] + edges[1:]), "transverse distance from the beam axis r [mm]", "⟨E⟩ per ring [MeV]"),
+    }
+    for col, (key, (x, xlabel, ylabel)) in enumerate(axes_x.items()):
+        ax = fig.add_subplot(gs[0, col])
+        rax = fig.add_subplot(gs[1, col], sharex=ax)
+        ref, ref_unc = profiles[0][key], profiles[0][f"{key}_unc"]
+        for i, p in enumerate(profiles):
+            y, u = p[key], p[f"{key}_unc"]
+            ax.errorbar(
+                x,
+                np.where(y > 0, y, np.nan),
+                yerr=u,
+                fmt="o-" if i else "s-",
+                ms=3,
+                lw=1,
+                color=_colour(i) if i else "0.3",
+                label=labels[i],
+            )
+            if i:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    ratio = y / ref
+                    err = np.abs(ratio) * np.sqrt((u / y) ** 2 + (ref_unc / ref) ** 2)
+                rax.errorbar(x, ratio, yerr=err, fmt="o", ms=3, lw=1, color=_colour(i))
+        low = ref < floor * ref.max() if ref.max() > 0 else np.ones(ref.shape, bool)
+        step = np.diff(x).min() if x.size > 1 else 1.0
+        for a in (ax, rax):
+            for xi in x[low]:
+                a.axvspan(xi - 0.5 * step, xi + 0.5 * step, color="0.92", lw=0)
+        ax.set_yscale("log")
+        ax.set_ylabel(ylabel)
+        ax.tick_params(labelbottom=False)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(frameon=False)
+        rax.axhline(1.0, color="k", lw=0.7)
+        for level in (0.9, 1.1):
+            rax.axhline(level, color="k", lw=0.5, ls=":")
+        rax.set_ylim(0.7, 1.3)
+        rax.set_ylabel(f"/ {labels[0]}" if len(labels[0]) <= 10 else "ratio")
+        rax.set_xlabel(xlabel)
         rax.grid(alpha=0.3, which="both")
     return fig
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from calogan import plotting
 from calogan.errors import CaloganError
-from calogan.evaluation import CONDITION_TRENDS, Evaluation
+from calogan.evaluation import CONDITION_TRENDS, PROFILE_FLOOR, Evaluation
 from calogan.metrics import energy_bin_index
 from calogan.runtime import AtomicOutput, atomic_outputs, check_output_folder
 
@@ -287,6 +287,32 @@ def _images_section(ev: Evaluation, dpi: int) -> str:
     ]
     out += _table(["candidate"] + [f"{layer.name}: Σ|Δ mean| / Σ mean" for layer in g.layers], rows)
     return out
+
+
+def _profiles_section(ev: Evaluation, dpi: int) -> str:
+    labels = [s.label for s in ev.samples]
+    fig = plotting.profiles_figure(ev.profiles, labels, PROFILE_FLOOR)
+    out = _figure(
+        plotting.to_data_uri(fig, dpi),
+        "Left: mean energy per layer (the longitudinal profile). Right: mean energy per ring of transverse distance from the beam "
+        "axis, all layers together (the radial profile; each cell counts at its centre). Error bars: standard errors of the means. "
+        f"Lower panels: ratio to the reference, dotted at ±10 %; shaded: bins where the reference is below {PROFILE_FLOOR:.0%} of its "
+        "peak, left out of the largest deviation in the table.",
+        "longitudinal and radial profiles",
+    )
+    rows = [
+        [
+            c["label"],
+            format_measurement(c["profiles"]["longitudinal"]["max_deviation"], 100),
+            str(sum(c["profiles"]["longitudinal"]["compared"])),
+            format_measurement(c["profiles"]["radial"]["max_deviation"], 100),
+            str(sum(c["profiles"]["radial"]["compared"])),
+        ]
+        for c in ev.metrics["candidates"]
+    ]
+    return out + _table(
+        ["candidate", "longitudinal: max |ratio − 1| [%]", "layers compared", "radial: max |ratio − 1| [%]", "rings compared"], rows
+    )
 
 
 def _resolution_section(ev: Evaluation, dpi: int) -> str:
@@ -611,6 +637,7 @@ def render_html(ev: Evaluation, *, dpi: int = 80) -> str:
         ("samples", "Samples", _samples_section(ev)),
         ("summary", "Summary", _summary_section(ev)),
         ("images", "Mean shower images", _images_section(ev, dpi)),
+        ("profiles", "Longitudinal and radial profiles", _profiles_section(ev, dpi)),
         ("resolution", "Energy response and resolution", _resolution_section(ev, dpi)),
         *([("conditions", "Observables against conditions", _conditions_section(ev, dpi))] if _has_trends(ev) else []),
         ("observables", "Shower observables, all energies", _observables_section(ev, dpi)),

@@ -71,7 +71,10 @@ class TrainConfig:
     Optimisation: ``optimizer`` ``adam`` (``betas``) or ``rmsprop`` (``rmsprop_alpha``), the
     learning rates ``lr_g`` and ``lr_d``, ``batch_size``. One *step* is ``d_steps``
     discriminator updates on consecutive batches of one big batch of ``d_steps *
-    batch_size`` showers, then ``g_steps`` generator updates. The generator's conditions
+    batch_size`` showers, then ``g_steps`` generator updates. A family without a
+    discriminator (the VAE, ``GANModel.adversarial`` false) makes no discriminator updates
+    and has no discriminator optimiser (``lr_d`` and ``d_steps`` unused): its step is
+    ``g_steps`` updates on consecutive batches of ``g_steps * batch_size`` showers. The generator's conditions
     (``condition_sampling``, the choices of the ATLAS GAN, arXiv:2109.02551): ``batch``
     reuses the last discriminator batch's, ``big_batch`` draws ``batch_size`` of the big
     batch's, ``dataset`` draws from the whole training set. ``ema_decay`` (off by default) keeps an exponential moving average of the
@@ -391,7 +394,7 @@ class TrainState:
 
     model: Any
     opt_g: torch.optim.Optimizer
-    opt_d: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer | None  # None: a family without a discriminator
     sampler: _Sampler
     ema: GeneratorEMA | None = None
     step: int = 0
@@ -403,7 +406,7 @@ class TrainState:
         """A state at step 0 around ``model`` (moved to ``device``, in train mode)."""
         model.to(device).train()
         opt_g = _optimizer(config, model.generator_parameters(), config.lr_g)
-        opt_d = _optimizer(config, model.discriminator_parameters(), config.lr_d)
+        opt_d = _optimizer(config, model.discriminator_parameters(), config.lr_d) if model.adversarial else None
         ema = GeneratorEMA(model, model.generator_parameters(), config.ema_decay) if config.ema_decay is not None else None
         return cls(model, opt_g, opt_d, sampler, ema)
 
@@ -421,7 +424,7 @@ class TrainState:
             )
         return {
             "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict(),
+            "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
             "sampler": self.sampler.state_dict(),
             **ranks[0],
             "rank_rng": ranks[1:],  # ranks 1.. of a data-parallel run
@@ -435,7 +438,8 @@ class TrainState:
 
     def load_training_state(self, t: dict, step: int, run: _Run) -> None:
         self.opt_g.load_state_dict(t["opt_g"])
-        self.opt_d.load_state_dict(t["opt_d"])
+        if self.opt_d is not None:
+            self.opt_d.load_state_dict(t["opt_d"])
         self.sampler.load_state_dict(t["sampler"])
         # The data order is global (the same on every rank), so it continues exactly with any
         # number of ranks; each rank's noise stream continues where that rank left it, and a
@@ -488,7 +492,7 @@ class TrainState:
 class _Monitor:
     """What a run shows and records: the progress bar, running means of the losses, log.jsonl."""
 
-    _SHOWN = ("d_loss", "g_loss", "w", "w_phys", "res_ratio")
+    _SHOWN = ("d_loss", "g_loss", "w", "w_phys", "res_ratio", "rec", "kl")
 
     def __init__(self, run: _Run, step: int) -> None:
         c = run.config
@@ -733,18 +737,26 @@ class _Batches:
         return self.real(torch.from_numpy(pick[self.world.shard(c.batch_size)]).to(self.c.device))
 
 
+def _showers_per_step(config: TrainConfig, adversarial: bool) -> int:
+    """Training showers one step draws: a big batch for the critic updates, or one batch per
+    generator update of a family without a discriminator."""
+    return (config.d_steps if adversarial else config.g_steps) * config.batch_size
+
+
 def _train_step(state: TrainState, batches: _Batches, autocast) -> tuple[dict[str, float], list[float]]:
     """One step: ``d_steps`` critic updates on consecutive batches of a big batch, then
-    ``g_steps`` generator updates. Returns the logged values and every update's loss.
+    ``g_steps`` generator updates; without a discriminator only the generator updates, each on
+    its own batch of real showers. Returns the logged values and every update's loss.
 
     With several ranks each computes its shard of every batch, and the gradients of the
     updated parameter group are averaged over the ranks before the optimiser steps; the
     logged values and losses are the ranks' means."""
     config, model, world = batches.config, state.model, batches.world
-    idx = state.sampler.take(config.d_steps * config.batch_size)
+    idx = state.sampler.take(_showers_per_step(config, model.adversarial))
     d_params, g_params = list(model.discriminator_parameters()), list(model.generator_parameters())
-    losses = []
-    for k in range(config.d_steps):
+    losses, logs_d = [], {}
+    real = cond = None
+    for k in range(config.d_steps if model.adversarial else 0):
         real, cond = batches.discriminator_batch(idx, k)
         with autocast():
             loss_d, logs_d = model.discriminator_loss(real, cond)
@@ -755,8 +767,11 @@ def _train_step(state: TrainState, batches: _Batches, autocast) -> tuple[dict[st
         losses.append(loss_d.detach())
     for p in d_params:  # the critic is a constant during generator updates
         p.requires_grad_(False)
-    for _ in range(config.g_steps):
-        real, cond = batches.generator_batch(state.sampler, idx, (real, cond))
+    for k in range(config.g_steps):
+        if model.adversarial:
+            real, cond = batches.generator_batch(state.sampler, idx, (real, cond))
+        else:  # a likelihood-trained family (the VAE) learns from batch k of real showers
+            real, cond = batches.discriminator_batch(idx, k)
         with autocast():
             loss_g, logs_g = model.generator_loss(cond, real)
         state.opt_g.zero_grad(set_to_none=True)
@@ -769,7 +784,9 @@ def _train_step(state: TrainState, batches: _Batches, autocast) -> tuple[dict[st
     world.average_batch_norm(model)
     if state.ema is not None:
         state.ema.update()
-    logs = {**logs_d, **logs_g, "d_loss": loss_d.detach(), "g_loss": loss_g.detach()}
+    logs = {**logs_d, **logs_g, "g_loss": loss_g.detach()}
+    if model.adversarial:
+        logs["d_loss"] = loss_d.detach()
     # One device-to-host transfer per step (each is a CUDA sync): the logged values, then
     # every update's loss for the NaN guard.
     both = world.mean(torch.stack([v.float() for v in logs.values()] + [v.float() for v in losses])).cpu().tolist()
@@ -863,9 +880,11 @@ def _start(
     for axis in _mirror_axes(config):
         check_mirror_symmetry(train_data.cells, train_data.geometry, axis, tuple(config.conditions), where=_files(config.data))
     run = _Run(config, out, device, data_attrs, _fingerprint(train_data), world=world)
-    n_big = config.d_steps * config.batch_size
+    adversarial = family_class(config.family).adversarial
+    n_big = _showers_per_step(config, adversarial)
     if n_big > len(train_data):
-        raise ConfigError(f"d_steps * batch_size = {n_big} exceeds the {len(train_data)} training showers")
+        steps = "d_steps" if adversarial else "g_steps"
+        raise ConfigError(f"{steps} * batch_size = {n_big} exceeds the {len(train_data)} training showers")
 
     torch.manual_seed(config.seed)  # the models draw noise and penalty points from torch's RNG
     sampler = _Sampler(len(train_data), config.seed)
@@ -959,7 +978,7 @@ def _loop(run: _Run, state: TrainState, batches: _Batches, val: ShowerData | Non
     if config.compile:
         model.forward = torch.compile(forward)
     autocast = _autocast(config, run.device)
-    n_big = config.d_steps * config.batch_size
+    n_big = _showers_per_step(config, model.adversarial)
 
     monitor = _Monitor(run, state.step)
     t_start, stopped, last_val_step = time.perf_counter() - state.elapsed, "max_steps", -1

@@ -20,6 +20,10 @@ _ROUNDOFF = 1e-3
 # exp() of a model-space value far beyond any training cell would overflow float32: cap the log
 # energy (in units of TransformConfig.energy) at e^30.
 _MAX_LOG = 30.0
+# The numpy paths work through the showers in chunks of about this many cells (32 MB of
+# float64), so that fitting or transforming 10^5 voxel showers (1.6 x 10^9 cells) never
+# holds a float64 copy of them all.
+_CHUNK_CELLS = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -117,40 +121,60 @@ class ShowerTransform(nn.Module):
     @classmethod
     def fit(cls, config: TransformConfig, cells: np.ndarray, e_inc: np.ndarray) -> ShowerTransform:
         """Fit shift and scale on training cells (N, n_cells) MeV with e_inc (N,) GeV."""
-        cells = np.asarray(cells, dtype=np.float64)
+        cells = np.asarray(cells)
         if cells.ndim != 2 or cells.shape[0] == 0:
             raise ConfigError(f"cannot fit a transform on cells of shape {cells.shape}")
-        g = _pre(config, cells, np.asarray(e_inc, dtype=np.float64).reshape(-1), np)
+        e_inc = np.asarray(e_inc, dtype=np.float64).reshape(-1)
         n = cells.shape[1]
+        if config.scale == "none":
+            return cls(config, np.zeros(n), np.ones(n))
         if config.scale == "hits":
-            hit = cells > 0
-            count = hit.sum(axis=0)
-            h = np.where(hit, g, 0.0)
-            shift = np.where(count > 0, h.sum(axis=0) / np.maximum(count, 1), np.log(config.hit_floor))
-            var = np.where(hit, (g - shift) ** 2, 0.0).sum(axis=0) / np.maximum(count - 1, 1)
-            scale = np.maximum(np.sqrt(np.where(count > 1, var, 0.0)), config.min_std)
-        elif config.scale == "none":
-            shift, scale = np.zeros(n), np.ones(n)
-        elif config.scale == "max":
-            top = float(g.max())
+            # Per-cell mean and spread of the hit cells only (two passes over the chunks).
+            count, total = np.zeros(n), np.zeros(n)
+            for rows in _chunks(cells.shape[0], n):
+                c = np.asarray(cells[rows])
+                g = _pre(config, np.asarray(c, dtype=np.float64), e_inc[rows], np)
+                count += (c > 0).sum(axis=0)
+                total += np.where(c > 0, g, 0.0).sum(axis=0)
+            shift = np.where(count > 0, total / np.maximum(count, 1), np.log(config.hit_floor))
+            sq = np.zeros(n)
+            for rows in _chunks(cells.shape[0], n):
+                c = np.asarray(cells[rows])
+                g = _pre(config, np.asarray(c, dtype=np.float64), e_inc[rows], np)
+                sq += np.where(c > 0, (g - shift) ** 2, 0.0).sum(axis=0)
+            var = sq / np.maximum(count - 1, 1)
+            return cls(config, shift, np.maximum(np.sqrt(np.where(count > 1, var, 0.0)), config.min_std))
+        # Per-cell count, mean and sum of squared deviations merged over chunks (Chan et al.),
+        # and the largest value: each chunk goes through float64 on its own.
+        count, mean, m2, top = 0, np.zeros(n), np.zeros(n), -np.inf
+        for rows in _chunks(cells.shape[0], n):
+            g = _pre(config, np.asarray(cells[rows], dtype=np.float64), e_inc[rows], np)
+            k, g_mean = g.shape[0], g.mean(axis=0)
+            delta = g_mean - mean
+            m2 += ((g - g_mean) ** 2).sum(axis=0) + delta**2 * count * k / (count + k)
+            mean += delta * k / (count + k)
+            count += k
+            top = max(top, float(g.max()))
+        if config.scale == "max":
             if top <= 0:
                 raise ConfigError("cannot fit transform scale 'max': every training cell is zero")
-            shift, scale = np.zeros(n), np.full(n, top)
-        else:
-            shift, std = g.mean(axis=0), g.std(axis=0)
-            scale = np.maximum(std, config.std_floor * max(float(std.max()), 1e-30))
-        return cls(config, shift, scale)
+            return cls(config, np.zeros(n), np.full(n, top))
+        std = np.sqrt(m2 / count)
+        return cls(config, mean, np.maximum(std, config.std_floor * max(float(std.max()), 1e-30)))
 
     def forward(self, cells, e_inc):
         """Physical cells (N, n_cells) MeV and e_inc (N,) GeV -> model space (N, n_cells)."""
         xp = _xp(cells)
         if xp is np:
-            cells = np.asarray(cells, dtype=np.float64)
-            g = _pre(self.config, cells, np.asarray(e_inc, dtype=np.float64).reshape(-1), np)
-            x = (g - self.shift.cpu().numpy()) / self.scale.cpu().numpy()
-            if self.config.scale == "hits":
-                x = np.where(cells > 0, x, self.zero_point().cpu().numpy())
-            return x.astype(np.float32)
+            cells, e_inc = np.asarray(cells), np.asarray(e_inc, dtype=np.float64).reshape(-1)
+            shift, scale = self.shift.cpu().numpy().astype(np.float64), self.scale.cpu().numpy().astype(np.float64)
+            zero = self.zero_point().cpu().numpy() if self.config.scale == "hits" else None
+            out = np.empty(cells.shape, np.float32)
+            for rows in _chunks(cells.shape[0], cells.shape[1]):
+                c = np.asarray(cells[rows], dtype=np.float64)
+                x = (_pre(self.config, c, e_inc[rows], np) - shift) / scale
+                out[rows] = x if zero is None else np.where(c > 0, x, zero)
+            return out
         x = (_pre(self.config, cells, e_inc.reshape(-1), torch) - self.shift) / self.scale
         if self.config.scale == "hits":
             x = torch.where(cells > 0, x, self.zero_point().to(x.dtype))
@@ -221,6 +245,12 @@ class ShowerTransform(nn.Module):
     def extra_repr(self) -> str:
         c = self.config
         return f"energy={c.energy}, log={c.log}, scale={c.scale}, n_cells={self.n_cells}"
+
+
+def _chunks(n_rows: int, n_cols: int):
+    """Row slices covering n_rows rows in chunks of about _CHUNK_CELLS values."""
+    step = max(1, _CHUNK_CELLS // max(n_cols, 1))
+    return [slice(a, min(a + step, n_rows)) for a in range(0, n_rows, step)]
 
 
 def _xp(a):

@@ -14,11 +14,13 @@ from calogan.errors import ConfigError
 
 __all__ = ["FAMILIES", "build_model", "family_class"]
 
-# family name -> "module:Class"; the CaloGAN families add themselves here.
+# family name -> "module:Class".
 FAMILIES: dict[str, str] = {
     "wgan": "calogan.models.wgan:WGAN",
     "calogan": "calogan.models.calogan:CaloGAN",
     "cond_calogan": "calogan.models.cond_calogan:CondCaloGAN",
+    "gan3d": "calogan.models.gan3d:GAN3D",
+    "vae": "calogan.models.vae:VAE",
 }
 
 

@@ -118,9 +118,15 @@ class GANModel(nn.Module):
     ``logs`` maps names to detached scalar tensors shown in the progress bar. Subclasses set
     ``family`` (the registry name) and keep their hyper-parameters in a frozen config
     dataclass passed as ``config``, so that a checkpoint can rebuild them.
+
+    A family trained without a discriminator (the VAE) sets ``adversarial = False``: its
+    ``discriminator_parameters()`` is empty, the loop makes no discriminator updates and no
+    discriminator optimiser, and calls ``generator_loss(cond, real)`` with the real
+    model-space batch (B, n_cells) the generator learns from.
     """
 
     family: str = ""
+    adversarial: bool = True
 
     def __init__(self, geometry: Geometry, conditions: ConditionSpec, transform, config) -> None:
         super().__init__()

@@ -23,7 +23,7 @@ from calogan.losses import (
     wasserstein_generator_loss,
 )
 from calogan.models.base import ConditionSpec, GANModel
-from calogan.models.blocks import Swish
+from calogan.models.blocks import Swish, cell_noise_features, latent_cell_noise
 
 __all__ = ["WGAN", "WGANConfig", "physics_fractions", "shape_features"]
 
@@ -240,11 +240,10 @@ class WGAN(GANModel):
             self.noise_scale = nn.Linear(n_cond, n_cells)
             nn.init.zeros_(self.noise_scale.weight)
             nn.init.constant_(self.noise_scale.bias, -4.0)
-            # Fixed random features of z: phases W z spread over hundreds of radians, so
-            # sin(W z + b) is an effectively independent draw per cell. Same for every model.
-            rng = torch.Generator().manual_seed(0)
-            self.register_buffer("noise_freq", 50.0 * torch.randn(c.latent_dim, n_cells, generator=rng))
-            self.register_buffer("noise_phase", 2 * np.pi * torch.rand(n_cells, generator=rng))
+            # Fixed random features of z: sin(W z + b) is an effectively independent draw per cell.
+            freq, phase = cell_noise_features(c.latent_dim, n_cells)
+            self.register_buffer("noise_freq", freq)
+            self.register_buffer("noise_phase", phase)
         # log10 E_layer / E_inc of each layer, standardised by layer_mean / layer_std
         self.layer_head = nn.Linear(c.generator_hidden[-1], geometry.n_layers) if c.layer_energies else None
         self.register_buffer("layer_mean", torch.zeros(geometry.n_layers))
@@ -427,10 +426,8 @@ class WGAN(GANModel):
     # -- helpers --------------------------------------------------------------------------
 
     def cell_noise(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, latent_dim) -> (B, n_cells) per-cell noise of zero mean and unit variance."""
-        # float32 even under autocast: bf16 would lose the phase of arguments of ~10^2 rad
-        with torch.autocast(device_type=z.device.type, enabled=False):
-            return np.sqrt(2.0) * torch.sin(z.float() @ self.noise_freq + self.noise_phase)
+        """(B, latent_dim) -> (B, n_cells) per-cell noise of zero mean and unit variance (``latent_cell_noise``)."""
+        return latent_cell_noise(z, self.noise_freq, self.noise_phase)
 
     def physics_variables(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Standardised physics variables (B, n_phys) of model-space showers x (B, n_cells)."""
