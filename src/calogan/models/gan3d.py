@@ -313,7 +313,7 @@ class GAN3D(GANModel):
             logs["d_cond"] = reg.detach()
         return loss, logs
 
-    def generator_loss(self, cond: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def generator_loss(self, cond: torch.Tensor, real: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         c = self.config
         out = self.discriminate(self(cond), cond)
         adv = bce_generator_loss(out["logit"])
