@@ -107,7 +107,8 @@ def test_a_production_survives_a_killed_worker_equals_one_process_and_reruns_onl
         assert {s.file: (out / s.file).stat().st_mtime_ns for s in read_manifest(out).shards if s.index != 2} == {
             k: v for k, v in mtimes.items() if k != shard.file
         }
-        assert read_manifest(out).shards[2].sha256 == manifest.shards[2].sha256  # the same bytes again
+        remade = read_manifest(out).shards[2]  # the same showers again (HDF5 need not lay them out byte for byte alike)
+        assert np.array_equal(read_showers(out / remade.file).cells, expected.cells[remade.start : remade.start + remade.count])
         assert not list(out.glob(".*.tmp.h5"))
 
         # --verify: checksums recomputed on the workers; a shard changed on disk (same size) is made again
