@@ -149,7 +149,13 @@ def test_hits_scale_needs_log():
 
 
 @pytest.mark.parametrize(
-    "config", [TransformConfig(), TransformConfig(log=True, scale="standard"), TransformConfig(energy="gev", scale="max")]
+    "config",
+    [
+        TransformConfig(),
+        TransformConfig(log=True, scale="standard"),
+        TransformConfig(energy="gev", scale="max"),
+        TransformConfig(energy="gev", log=True, scale="hits"),
+    ],
 )
 def test_numpy_paths_in_chunks_give_the_one_pass_answers(config, monkeypatch):
     import calogan.transforms as tr

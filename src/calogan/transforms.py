@@ -128,33 +128,24 @@ class ShowerTransform(nn.Module):
         n = cells.shape[1]
         if config.scale == "none":
             return cls(config, np.zeros(n), np.ones(n))
-        if config.scale == "hits":
-            # Per-cell mean and spread of the hit cells only (two passes over the chunks).
-            count, total = np.zeros(n), np.zeros(n)
-            for rows in _chunks(cells.shape[0], n):
-                c = np.asarray(cells[rows])
-                g = _pre(config, np.asarray(c, dtype=np.float64), e_inc[rows], np)
-                count += (c > 0).sum(axis=0)
-                total += np.where(c > 0, g, 0.0).sum(axis=0)
-            shift = np.where(count > 0, total / np.maximum(count, 1), np.log(config.hit_floor))
-            sq = np.zeros(n)
-            for rows in _chunks(cells.shape[0], n):
-                c = np.asarray(cells[rows])
-                g = _pre(config, np.asarray(c, dtype=np.float64), e_inc[rows], np)
-                sq += np.where(c > 0, (g - shift) ** 2, 0.0).sum(axis=0)
-            var = sq / np.maximum(count - 1, 1)
-            return cls(config, shift, np.maximum(np.sqrt(np.where(count > 1, var, 0.0)), config.min_std))
         # Per-cell count, mean and sum of squared deviations merged over chunks (Chan et al.),
-        # and the largest value: each chunk goes through float64 on its own.
-        count, mean, m2, top = 0, np.zeros(n), np.zeros(n), -np.inf
+        # and the largest value: each chunk goes through float64 on its own. The hits scale
+        # counts only each cell's hits.
+        count, mean, m2, top = np.zeros(n), np.zeros(n), np.zeros(n), -np.inf
         for rows in _chunks(cells.shape[0], n):
-            g = _pre(config, np.asarray(cells[rows], dtype=np.float64), e_inc[rows], np)
-            k, g_mean = g.shape[0], g.mean(axis=0)
-            delta = g_mean - mean
-            m2 += ((g - g_mean) ** 2).sum(axis=0) + delta**2 * count * k / (count + k)
-            mean += delta * k / (count + k)
+            c = np.asarray(cells[rows], dtype=np.float64)
+            g = _pre(config, c, e_inc[rows], np)
+            used = c > 0 if config.scale == "hits" else np.ones(g.shape, dtype=bool)
+            k = used.sum(axis=0)
+            g_mean = np.where(used, g, 0.0).sum(axis=0) / np.maximum(k, 1)
+            delta, both = g_mean - mean, np.maximum(count + k, 1)
+            m2 += np.where(used, (g - g_mean) ** 2, 0.0).sum(axis=0) + delta**2 * count * k / both
+            mean += delta * k / both
             count += k
             top = max(top, float(g.max()))
+        if config.scale == "hits":
+            var = np.where(count > 1, m2 / np.maximum(count - 1, 1), 0.0)
+            return cls(config, np.where(count > 0, mean, np.log(config.hit_floor)), np.maximum(np.sqrt(var), config.min_std))
         if config.scale == "max":
             if top <= 0:
                 raise ConfigError("cannot fit transform scale 'max': every training cell is zero")
