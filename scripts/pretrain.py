@@ -1,6 +1,8 @@
 """Retrain one of calogan's shipped generators from the shared Geant4 files, end to end.
 
     python scripts/pretrain.py NAME [--data DIR] [--work DIR] [--threads N] [--ship]
+    python scripts/pretrain.py NAME --recipe CONFIG   # another recipe on the same showers
+    python scripts/pretrain.py NAME --compare         # every run of NAME in one held-out report
 
 Stages, each skipped when its output exists (rerun the same command to resume a killed run):
 1. split each Geant4 file 70/10/20 % into train/val/test with seed 0 (``calogan split``);
@@ -10,6 +12,11 @@ Stages, each skipped when its output exists (rerun the same command to resume a 
    (the test part is never seen in training or model selection);
 4. with ``--ship``: write the generator-only checkpoint and its card into
    ``src/calogan/pretrained`` (``calogan models NAME`` then lists it).
+
+``--recipe CONFIG`` trains another recipe (another model family, say) on exactly the same
+training, validation and test showers, in ``WORK/NAME@STEM`` (STEM: the config's file name);
+``--compare`` then evaluates the test part against the generated showers of every finished run
+of NAME (the shipped recipe's first) in one report, ``WORK/compare/NAME``.
 """
 
 from __future__ import annotations
@@ -52,15 +59,24 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "pretrain", help="folder for splits and runs")
     ap.add_argument("--threads", default="1")
     ap.add_argument("--ship", action="store_true", help="copy the trained generator and its card into the package")
+    ap.add_argument("--recipe", type=Path, help="train this config instead of configs/pretrained/NAME.yaml (not shippable)")
+    ap.add_argument("--compare", action="store_true", help="one report of the test part against every finished run of NAME")
     a = ap.parse_args()
+    if a.recipe is not None and (a.ship or a.compare):
+        ap.error("--recipe trains an alternative for comparison: it cannot be combined with --ship or --compare")
+    if a.recipe is not None and not a.recipe.is_file():
+        ap.error(f"--recipe {a.recipe}: no such config file")
     particle, convention, conditions, train_files, eval_file = MODELS[a.name]
     calogan = [sys.executable, "-m", "calogan"]
+    if a.compare:
+        compare(a, calogan, parts(a.work, eval_file)[2])
+        return
     (a.work / "data").mkdir(parents=True, exist_ok=True)
     for f in dict.fromkeys([*train_files, eval_file]):
         if not all(p.exists() for p in parts(a.work, f)):
             run(*calogan, "split", str(a.data / f), "--fractions", FRACTIONS, "--seed", "0", "-o", *map(str, parts(a.work, f)), "--force")
-    config = ROOT / "configs" / "pretrained" / f"{a.name}.yaml"
-    out = a.work / a.name
+    config = ROOT / "configs" / "pretrained" / f"{a.name}.yaml" if a.recipe is None else a.recipe.resolve()
+    out = a.work / (a.name if a.recipe is None else f"{a.name}@{a.recipe.stem}")
     train_parts = [str(parts(a.work, f)[0]) for f in train_files]
     _, val, test = parts(a.work, eval_file)
     trained = out / "trained"  # written once the training has ended by itself (steps or minutes)
@@ -105,6 +121,17 @@ def main() -> None:
         run(*calogan, "evaluate", str(test), str(gen), "--labels", f"Geant4,{a.name}", "-o", str(report), "--quiet")
     if a.ship:
         ship(a, out, report, train_files, eval_file, particle, convention, conditions)
+
+
+def compare(a, calogan: list[str], test: Path) -> None:
+    runs = [a.work / a.name, *sorted(a.work.glob(f"{a.name}@*"))]
+    done = [r for r in runs if (r / "test_generated.h5").exists()]
+    if not done:
+        sys.exit(f"--compare: no finished run of {a.name} in {a.work} (run this script without --compare first)")
+    labels = ["Geant4", *(r.name.replace(f"{a.name}@", "") if r.name != a.name else a.name for r in done)]
+    report = a.work / "compare" / a.name
+    gens = [str(r / "test_generated.h5") for r in done]
+    run(*calogan, "evaluate", str(test), *gens, "--labels", ",".join(labels), "-o", str(report), "--force", "--quiet")
 
 
 def ship(a, out: Path, report: Path, train_files, eval_file, particle, convention, conditions) -> None:

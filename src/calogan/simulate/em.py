@@ -277,7 +277,11 @@ def em_spots(
     outer = None
     if rp.outer_spots != 1.0:
         rest = f32(1.0) - v
-        outer = np.power(rest, f32(rp.outer_spots - 1.0))
+        # rest^(k - 1) as exp((k - 1) log rest): numpy's float32 exp and log are vectorised,
+        # its power is not (1.6x the time)
+        outer = np.log(rest)
+        outer *= f32(rp.outer_spots - 1.0)
+        np.exp(outer, out=outer)
         v = f32(1.0) - rest * outer
         outer *= f32(rp.outer_spots)
     # inverse of the cumulative F(r) = r^2/(r^2 + R^2) of 2 r R^2/(r^2 + R^2)^2, drawn below
