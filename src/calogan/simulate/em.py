@@ -278,8 +278,10 @@ def em_spots(
     if rp.outer_spots != 1.0:
         rest = f32(1.0) - v
         # rest^(k - 1) as exp((k - 1) log rest): numpy's float32 exp and log are vectorised,
-        # its power is not (1.6x the time)
-        outer = np.log(rest)
+        # its power is not (1.6x the time). rest is 0 where v rounds up to 1 in float32: log 0
+        # = -inf gives the power's 0 (k > 1 by Radial's check), quietly.
+        with np.errstate(divide="ignore"):
+            outer = np.log(rest)
         outer *= f32(rp.outer_spots - 1.0)
         np.exp(outer, out=outer)
         v = f32(1.0) - rest * outer
