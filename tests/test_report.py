@@ -350,3 +350,21 @@ def test_voxel_block_profiles_and_report(tmp_path):
     assert edges[:3] == [0.0, 2.5, 7.5] and len(hot["profiles"]["radial"]["ratio"]) == len(edges) - 1
     html = render_html(ev)
     assert "Longitudinal and radial profiles" in html and "layers compared" in html and "25.0" in html
+
+
+def test_a_log_axis_with_one_candidate_value_draws_quietly(toy_geometry):
+    # A candidate that leaves layer 2 empty in all showers but one: its ratio panel holds one
+    # point, and matplotlib divided by the zero width of a log axis autoscaled to it (the
+    # limits are now set before the points are drawn).
+    import warnings
+
+    from calogan import plotting
+
+    ref = np.random.default_rng(10).lognormal(-7.0, 1.3, 149)  # 99.9 % quantile > 10 x the median: a log axis
+    cand = np.concatenate([np.zeros(148), [0.00377]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = plotting.histogram_grid([{"e_front": ref}, {"e_front": cand}], ["ref", "cand"], ["e_front"], toy_geometry)
+    main, ratio = fig.axes[:2]
+    assert main.get_xscale() == ratio.get_xscale() == "log"
+    assert ratio.get_xlim() == main.get_xlim()

@@ -148,11 +148,12 @@ def _hist_panel(
         ax.yaxis.set_major_locator(ticker.MaxNLocator(4))
     for i, note in enumerate(notes or [], start=1):  # one line per candidate, in its colour
         ax.text(0.98, 0.97 - 0.1 * (i - 1), note, transform=ax.transAxes, ha="right", va="top", fontsize=7, color=_colour(i))
+    # limits before the ratio points: a log axis autoscaled to one point has zero width
+    ax.set_xlim(edges[0], edges[-1])
+    rax.set_xlim(edges[0], edges[-1])
     _ratio_panel(rax, centres, counts[0], counts[1:], labels[0])
     rax.set_xlabel(xlabel)
     rax.xaxis.set_major_locator(ticker.MaxNLocator(5) if zero_shares is None else ticker.LogLocator(numticks=5))
-    ax.set_xlim(edges[0], edges[-1])
-    rax.set_xlim(edges[0], edges[-1])
 
 
 def _heavy_tailed(finite: list[np.ndarray]) -> bool:
