@@ -132,6 +132,26 @@ def test_mirror_augmentation_and_auc_selection_resume_bit_for_bit(tmp_path, toy_
     assert states_equal(load_checkpoint(tmp_path / "killed" / "last.pt").model.state_dict(), full.model.state_dict())
 
 
+def test_selection_keeps_no_step_whose_response_is_off(tmp_path, toy_geometry):
+    toy_file = write_showers(tmp_path / "toy.h5", toy_showers(toy_geometry, n=200, seed=2))
+    with pytest.raises(ConfigError, match="selection_max_response: must be > 0"):
+        tiny(toy_file, selection_max_response=0.0)
+    cfg = tiny(toy_file, max_steps=8, val_every=2, selection="auc")
+    free = train(cfg, tmp_path / "free")
+    vals = [json.loads(line)["val"] for line in (tmp_path / "free" / "log.jsonl").read_text().splitlines() if '"val"' in line]
+    deviations = [abs(v["response_ratio"] - 1.0) for v in vals]
+    # a limit that only some validation steps meet: the best is the best of those, by AUC
+    limit = sorted(deviations)[len(deviations) // 2]
+    guarded = train(TrainConfig.from_dict({**cfg.to_dict(), "selection_max_response": limit}), tmp_path / "guarded")
+    eligible = [v for v, d in zip(vals, deviations) if d <= limit]
+    assert guarded.best_value == min(v["auc"] for v in eligible)
+    assert abs(load_checkpoint(guarded.best).metrics["response_ratio"] - 1.0) <= limit
+    assert free.best_value == min(v["auc"] for v in vals)
+    # a limit none meets: no best.pt, and the run says so
+    none = train(TrainConfig.from_dict({**cfg.to_dict(), "selection_max_response": min(deviations) / 2}), tmp_path / "none")
+    assert none.best_value is None and not none.best.exists() and none.last.exists()
+
+
 def test_mirror_augmentation_is_refused_for_an_off_centre_beam(tmp_path, toy_geometry):
     d = toy_showers(toy_geometry, n=80, seed=2)
     cells = d.cells.copy()

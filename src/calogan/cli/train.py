@@ -78,5 +78,8 @@ def run(args: argparse.Namespace) -> int:
     if result.best_value is not None:
         what = "chi2/ndf of E_tot" if result.selection == "chi2" else "low-level classifier AUC"
         print(f"best validation {what} = {result.best_value:.3g} at step {result.best_step}")
+    if not result.best.exists():  # selection_max_response found no step whose energy scale was close enough
+        print(f"no validation step qualified as best (selection_max_response): no {result.best.name}; {result.last} (last, resumable)")
+        return 0
     print(f"checkpoints: {result.best} (best), {result.last} (last, resumable)")
     return 0
