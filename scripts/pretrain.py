@@ -128,7 +128,7 @@ def compare(a, calogan: list[str], test: Path) -> None:
     done = [r for r in runs if (r / "test_generated.h5").exists()]
     if not done:
         sys.exit(f"--compare: no finished run of {a.name} in {a.work} (run this script without --compare first)")
-    labels = ["Geant4", *(r.name.replace(f"{a.name}@", "") if r.name != a.name else a.name for r in done)]
+    labels = ["Geant4", *(r.name.removeprefix(f"{a.name}@") for r in done)]  # the shipped run keeps NAME
     report = a.work / "compare" / a.name
     gens = [str(r / "test_generated.h5") for r in done]
     run(*calogan, "evaluate", str(test), *gens, "--labels", ",".join(labels), "-o", str(report), "--force", "--quiet")

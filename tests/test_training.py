@@ -22,6 +22,12 @@ def toy_file(tmp_path, toy_geometry):
     return write_showers(tmp_path / "toy.h5", toy_showers(toy_geometry, n=80, seed=2))
 
 
+def validations(run: Path) -> list[dict]:
+    """The validation records of a run's log.jsonl, in order."""
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return [r["val"] for r in records if "val" in r]
+
+
 def tiny(data, **kw) -> TrainConfig:
     values = dict(
         data=str(data),
@@ -110,8 +116,7 @@ def test_mirror_augmentation_and_auc_selection_resume_bit_for_bit(tmp_path, toy_
     cfg = tiny(toy_file, max_steps=8, checkpoint_every=4, augment=["mirror_x", "mirror_y"], selection="auc")
     result = train(cfg, tmp_path / "full")
     full = load_checkpoint(tmp_path / "full" / "last.pt")
-    records = [json.loads(line) for line in (tmp_path / "full" / "log.jsonl").read_text().splitlines()]
-    vals = [r["val"] for r in records if "val" in r]
+    vals = validations(tmp_path / "full")
     assert all(0 <= v["auc"] <= 1 for v in vals) and result.selection == "auc" and result.best_chi2 is None
     assert result.best_value == min(v["auc"] for v in vals)
     assert load_checkpoint(result.best).metrics["auc"] == result.best_value
@@ -138,12 +143,13 @@ def test_selection_keeps_no_step_whose_response_is_off(tmp_path, toy_geometry):
         tiny(toy_file, selection_max_response=0.0)
     cfg = tiny(toy_file, max_steps=8, val_every=2, selection="auc")
     free = train(cfg, tmp_path / "free")
-    vals = [json.loads(line)["val"] for line in (tmp_path / "free" / "log.jsonl").read_text().splitlines() if '"val"' in line]
+    vals = validations(tmp_path / "free")
     deviations = [abs(v["response_ratio"] - 1.0) for v in vals]
     # a limit that only some validation steps meet: the best is the best of those, by AUC
     limit = sorted(deviations)[len(deviations) // 2]
     guarded = train(TrainConfig.from_dict({**cfg.to_dict(), "selection_max_response": limit}), tmp_path / "guarded")
     eligible = [v for v, d in zip(vals, deviations) if d <= limit]
+    assert 0 < len(eligible) < len(vals)  # the guard excludes some steps, not all
     assert guarded.best_value == min(v["auc"] for v in eligible)
     assert abs(load_checkpoint(guarded.best).metrics["response_ratio"] - 1.0) <= limit
     assert free.best_value == min(v["auc"] for v in vals)
