@@ -12,6 +12,7 @@ import torch
 from calogan import __version__, pretrained
 from calogan.errors import CaloganError
 from calogan.geometry import Geometry, GeometryError
+from calogan.marginals import MarginalCalibration
 from calogan.models import build_model
 from calogan.models.base import ConditionSpec
 from calogan.runtime import AtomicOutput
@@ -93,6 +94,7 @@ def save_checkpoint(
         "metrics": dict(metrics or {}),
         "data_attrs": dict(data_attrs or {}),
         "training": training,
+        "calibration": model.calibration.to_dict() if getattr(model, "calibration", None) is not None else None,
     }
     with AtomicOutput(path, force=True, error=CheckpointError) as out, open(out.tmp, "wb") as f:
         torch.save(payload, f)  # a file object: the archive's inner folder is "archive", not the temporary's name
@@ -205,6 +207,8 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
             _load_generator_only(model, payload["state_dict"])
         else:
             model.load_state_dict(payload["state_dict"], strict=True)
+        if payload.get("calibration") is not None:
+            model.calibration = MarginalCalibration(payload["calibration"])
     except (CaloganError, RuntimeError, KeyError, TypeError) as err:
         raise CheckpointError(f"{path}: cannot rebuild the {payload['family']!r} model: {err}") from None
     model.to(device).eval()

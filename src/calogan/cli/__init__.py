@@ -27,6 +27,7 @@ COMMANDS = (
     "simulate",
     "calibrate",
     "train",
+    "calibrate-model",
     "tune",
     "generate",
     "evaluate",
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
-        importlib.import_module(f"calogan.cli.{name}").register(sub)
+        importlib.import_module(f"calogan.cli.{name.replace('-', '_')}").register(sub)
     return parser
 
 

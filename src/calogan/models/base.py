@@ -134,6 +134,7 @@ class GANModel(nn.Module):
         self.conditions = conditions
         self.transform = transform
         self.config = config
+        self.calibration = None  # a MarginalCalibration fitted after training (calogan calibrate-model), or None
 
     def prepare(self, data: ShowerData) -> None:
         """Fit data-derived constants (normalisations held in buffers) on the training showers.
@@ -155,15 +156,19 @@ class GANModel(nn.Module):
 
         The generator's model-space output goes through the transform's inverse, always in
         float32; with ``autocast`` (``torch.bfloat16`` or ``torch.float16``, for GPUs) the
-        generator itself runs under autocast. Every backend, the ONNX export and the latent
-        traversals make showers through this method.
+        generator itself runs under autocast. A fitted ``calibration`` (``calogan.marginals``)
+        acts on the model-space output and on the showers. Every backend, the ONNX export and
+        the latent traversals make showers through this method.
         """
         if autocast is None:
             x = self(cond, z)
         else:
             with torch.autocast(device_type=cond.device.type, dtype=autocast):
                 x = self(cond, z)
-        return self.transform.inverse(x.float(), cond[:, 0])  # (B, n_cells) MeV
+        if self.calibration is None:
+            return self.transform.inverse(x.float(), cond[:, 0])  # (B, n_cells) MeV
+        x = self.calibration.cells(x.float(), z, cond[:, 0])
+        return self.calibration.response(self.transform.inverse(x, cond[:, 0]), cond[:, 0])
 
     def discriminator_loss(self, real: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
