@@ -14,17 +14,20 @@ three steps:
    function of its latent vector (reproducible for any batching and backend, exportable), and
    for ``|W_c| = 1`` the hash of two cells is uncorrelated to ``exp(-10^4)``.
 2. **Per-cell quantile map**: each cell's value goes through the monotone map that carries the
-   generated distribution of that cell onto the real one, ``F_real^-1(F_gen(x))``, tabulated at
-   ``n_knots`` equally spaced points per cell for ``n_energy`` incident-energy points (quantiles
-   of the training log E_inc) and interpolated linearly in both. It sets each cell's hit
+   generated distribution of that cell onto the real one, ``F_real^-1(F_gen(x))``, at the
+   incident-energy point nearest the shower's (``n_energy`` points at quantiles of the training
+   log E_inc, the first and last at the ends of its range). The map is tabulated at
+   ``n_knots + 1`` equally spaced values per cell, directly in MeV, and read at the nearest
+   knot: one table read per cell replaces the transform's inverse (the exponential and the hit
+   threshold), the cheapest form found for onnxruntime. It sets each cell's hit
    probability and its spectrum of hits at every energy while keeping the generator's
    correlations (the map is monotone: a shower's ranking of each cell stays).
 3. **Response map**: the whole shower is scaled so that its response r = E_tot / E_inc follows
-   the training showers': r is standardised by the generated mean and spread at its incident
-   energy (both interpolated between the energy points), goes through the quantile map of the
-   standardised responses at the energy points, and is put back with the training showers'
-   mean and spread. Response and resolution then follow the training showers at every energy,
-   not only on average over an energy point's neighbourhood.
+   the training showers': at the shower's energy point (the one whose cell table it went
+   through), r is standardised by the generated median (a straight line in log E across the
+   point's showers) and spread, goes through the quantile map of the standardised responses,
+   and is put back with the training showers' median and spread. Response and resolution then
+   follow the training showers at every energy.
 
 The table is fitted on mirrored training showers (the geometry's symmetries as data) against
 generated showers at the same conditions; the noise level is chosen on validation showers by
@@ -49,117 +52,130 @@ HASH_FREQUENCY = 100.0  # sin(100 u) of u ~ N(0, 1): ~16 periods, a phase unifor
 
 
 class MarginalCalibration(nn.Module):
-    """The three steps of the module docstring, as buffers (not in the model's state dict).
+    """The three steps of the module docstring, as buffers (kept out of the model's state dict).
 
-    ``proj`` (latent_dim, n_cells), ``noise`` (), ``centers`` (n_energy,) log E_inc [GeV];
-    ``lo``/``step`` (n_energy, n_cells) and ``table`` (n_energy, n_knots + 1, n_cells) for the
-    cells; ``r_lo``/``r_step`` (n_energy,) and ``r_table`` (n_energy, n_knots + 1) for the
-    standardised response, ``r_moments`` (4, n_energy) its generated mean and spread and the
-    training showers' at the energy points; ``floor`` (n_cells,) the model-space value of the faintest hit and ``threshold``
-    (n_cells,) the hit threshold (a mapped hit never lands in the gap below the faintest hit).
+    ``proj`` (latent_dim, n_cells), ``noise`` (); ``centers`` (n_energy,) log E_inc [GeV];
+    ``a``/``b`` (n_cells,) put a model-space value at knot ``x a + b - 0.5``; ``table``
+    (n_energy, n_cells, n_knots + 1) the mapped value of each knot in MeV (per GeV of E_inc when
+    ``per_gev`` is 1, the transform's ``energy: fraction``); ``r_lo``/``r_step`` (n_energy,) and
+    ``r_table`` (n_energy, n_knots + 1) for the standardised response, ``r_moments`` (6, n_energy)
+    its generated median, the median's slope in log E and spread, then the training showers'.
     """
+
+    NAMES = ("proj", "noise", "centers", "a", "b", "table", "per_gev", "r_lo", "r_step", "r_table", "r_moments")
 
     def __init__(self, state: dict) -> None:
         super().__init__()
-        names = ("proj", "noise", "centers", "lo", "step", "table", "r_lo", "r_step", "r_table", "r_moments", "floor", "threshold")
-        missing = [n for n in names if n not in state]
+        missing = [n for n in self.NAMES if n not in state]
         if missing:
             raise ConfigError(f"not a saved marginal calibration: lacks {', '.join(missing)}")
-        for n in names:
-            self.register_buffer(n, torch.as_tensor(np.asarray(state[n]), dtype=torch.float32), persistent=False)
-        k, j1, c = self.table.shape
-        if self.proj.shape[1] != c or self.lo.shape != (k, c) or self.r_table.shape[0] != k or k < 2 or j1 < 2:
+        for n in self.NAMES:
+            self.register_buffer(n, torch.as_tensor(np.asarray(state[n]), dtype=torch.float32).contiguous(), persistent=False)
+        self.scaled = bool(float(state["per_gev"]) > 0)  # a Python flag: the exported graph has no branch
+        k, c, j1 = self.table.shape
+        if self.proj.shape[1] != c or self.a.shape != (c,) or self.b.shape != (c,) or self.r_table.shape[0] != k or k < 2 or j1 < 2:
             raise ConfigError(f"inconsistent marginal calibration shapes: table {tuple(self.table.shape)}, proj {tuple(self.proj.shape)}")
+        # flat index of (cell, knot 0) in one energy point's table: a constant of the graph
+        self.register_buffer("col", torch.arange(c, dtype=torch.float32) * j1, persistent=False)
 
     @property
     def n_cells(self) -> int:
-        return int(self.table.shape[2])
+        return int(self.table.shape[1])
 
     def to_dict(self) -> dict:
-        return {n: b.detach().cpu().clone() for n, b in self.named_buffers()}  # tensors: a weights_only load reads them
-
-    def _energy_weights(self, log_e: torch.Tensor):
-        """Index of the lower energy point (B,) and the weight of the upper one (B,), clamped at the ends."""
-        c = self.centers
-        # position among the points: a sum of clamped ramps, so that the graph exports to ONNX
-        pos = ((log_e[:, None] - c[:-1]) / (c[1:] - c[:-1])).clamp(0.0, 1.0).sum(1)
-        k = torch.clamp(torch.floor(pos), max=len(c) - 2)
-        return k.long(), pos - k
+        return {n: getattr(self, n).detach().cpu().clone() for n in self.NAMES}  # tensors: a weights_only load reads them
 
     @staticmethod
-    def _lookup(x, lo, step, table, k):
-        """Piecewise-linear map of x (B, C) with knots lo + j step (rows k of lo, step (K, C); table (K, J+1, C))."""
-        _, j1, n_c = table.shape
-        t = ((x - lo[k]) / step[k]).clamp(0.0, j1 - 1.0)
-        j = torch.clamp(torch.floor(t), max=j1 - 2)
-        f = t - j
-        col = torch.arange(n_c, device=x.device)
-        base = (k[:, None] * j1 + j.long()) * n_c + col
-        flat = table.reshape(-1)
-        return flat[base] * (1 - f) + flat[base + n_c] * f
+    def _position(e_inc: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """(B,) position of log E_inc among the energy points c, in [0, len(c) - 1]."""
+        # a sum of clamped ramps rather than a search, so that the graph exports to ONNX
+        return ((torch.log(e_inc.float())[:, None] - c[:-1]) / (c[1:] - c[:-1])).clamp(0.0, 1.0).sum(1)
+
+    def showers(self, x: torch.Tensor, z: torch.Tensor, e_inc: torch.Tensor) -> torch.Tensor:
+        """Physical showers (B, n_cells) MeV from the generator's model-space output x (B, n_cells),
+        its latent vectors z (B, latent_dim) and E_inc (B,) GeV: steps 1-3."""
+        return self.response(self.cells(x, z, e_inc), e_inc)
 
     def cells(self, x: torch.Tensor, z: torch.Tensor, e_inc: torch.Tensor) -> torch.Tensor:
-        """Steps 1-2 on the generator's model-space output x (B, n_cells); z (B, latent); e_inc (B,) GeV."""
-        eps = math.sqrt(2.0) * torch.sin(HASH_FREQUENCY * (z.float() @ self.proj))
-        x = x + self.noise * eps
-        k, w = self._energy_weights(torch.log(e_inc.float()))
-        y0 = self._lookup(x, self.lo, self.step, self.table, k)
-        y1 = self._lookup(x, self.lo, self.step, self.table, k + 1)
-        y = y0 + w[:, None] * (y1 - y0)
-        return torch.where(y > self.threshold, torch.maximum(y, self.floor), y)
+        """Steps 1-2: physical cells (B, n_cells) MeV before the response map."""
+        x = x.float() + self.noise * math.sqrt(2.0) * torch.sin(z.float() @ self.proj)
+        _, n_c, j1 = self.table.shape
+        point = torch.floor(self._position(e_inc, self.centers) + 0.5)  # the nearest energy point
+        # the flat index in float32, whole numbers below 2^24 (exact), and one cast at the end; the
+        # knot is floored first (b holds +0.5: the floor rounds to the nearest knot)
+        index = torch.floor(torch.clamp(x * self.a + self.b, 0.5, j1 - 0.5)) + self.col + (point * (n_c * j1))[:, None]
+        # index_select on the flat table exports as one ONNX Gather (indexing would be a slow GatherND)
+        cells = torch.index_select(self.table.reshape(-1), 0, index.reshape(-1).long()).reshape(index.shape)
+        return cells * e_inc.float()[:, None] if self.scaled else cells
 
     def response(self, cells: torch.Tensor, e_inc: torch.Tensor) -> torch.Tensor:
         """Step 3 on physical cells (B, n_cells) MeV; e_inc (B,) GeV."""
         e = e_inc.float()
         r = cells.sum(1) / (1000.0 * e)
-        k, w = self._energy_weights(torch.log(e))
-        m = self.r_moments[:, k] + w * (self.r_moments[:, k + 1] - self.r_moments[:, k])  # (4, B)
-        u = ((r - m[0]) / m[1])[:, None]
-        rt = self.r_table[:, :, None]
-        u0 = self._lookup(u, self.r_lo[:, None], self.r_step[:, None], rt, k)[:, 0]
-        u1 = self._lookup(u, self.r_lo[:, None], self.r_step[:, None], rt, k + 1)[:, 0]
-        scale = (m[2] + m[3] * (u0 + w * (u1 - u0))).clamp_min(0.0) / r.clamp_min(1e-12)
+        log_e = torch.log(e)
+        # the shower's energy point: the one whose cell table it went through, so that the map's
+        # straight-line trends in log E never straddle a change of table
+        k = torch.floor(self._position(e, self.centers) + 0.5).long()
+        m = torch.index_select(self.r_moments, 1, k)  # (6, B)
+        dl = log_e - torch.index_select(self.centers, 0, k)
+        u = (r - m[0] - m[1] * dl) / m[2]
+        j1 = self.r_table.shape[1]
+        lo, step = torch.index_select(self.r_lo, 0, k), torch.index_select(self.r_step, 0, k)
+        t = ((u - lo) / step).clamp(0.0, j1 - 1.0)
+        j = torch.clamp(torch.floor(t), max=j1 - 2)
+        i = k * j1 + j.long()
+        flat = self.r_table.reshape(-1)
+        y0, y1 = torch.index_select(flat, 0, i), torch.index_select(flat, 0, i + 1)
+        mapped = y0 + (t - j) * (y1 - y0)
+        scale = (m[3] + m[4] * dl + m[5] * mapped).clamp_min(0.0) / r.clamp_min(1e-12)
         return cells * scale[:, None]
 
 
-def _windows(log_e: np.ndarray, centers: np.ndarray) -> list[np.ndarray]:
-    """Rows whose log E lies between the neighbouring energy points of each point (the interpolation's support)."""
+def _windows(log_e: np.ndarray, centers: np.ndarray, nearest: bool) -> list[np.ndarray]:
+    """Rows of each energy point: those whose log E is nearer to it than to any other point
+    (``nearest``: the showers its table maps), else those between its two neighbours (the
+    support of a linear interpolation between points)."""
     out = []
     for k in range(len(centers)):
         lo = centers[k - 1] if k > 0 else -np.inf
         hi = centers[k + 1] if k + 1 < len(centers) else np.inf
+        if nearest:
+            lo, hi = 0.5 * (lo + centers[k]), 0.5 * (centers[k] + hi)
         out.append(np.flatnonzero((log_e >= lo) & (log_e <= hi)))
     return out
 
 
-def _quantile_table(gen: np.ndarray, real: np.ndarray, n_knots: int, tail: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Knots (lo, step per column) over the generated range and the real quantile at each knot's generated CDF.
+def _quantile_map(gen: np.ndarray, real: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """The real quantile at each knot's generated CDF, column by column: F_real^-1(F_gen(knot)).
 
-    gen (n_g, C), real (n_r, C) -> lo (C,), step (C,), table (n_knots + 1, C).
+    gen (n_g, C), real (n_r, C), knots (J+1, C) -> (J+1, C).
     """
-    lo = np.quantile(gen, tail, axis=0)
-    hi = np.quantile(gen, 1 - tail, axis=0)
-    step = np.maximum(hi - lo, 1e-6) / n_knots
-    knots = lo + np.arange(n_knots + 1)[:, None] * step  # (J+1, C)
     g = np.sort(gen, axis=0)
-    table = np.empty_like(knots)
+    out = np.empty(knots.shape)
     for c in range(gen.shape[1]):
         u = np.searchsorted(g[:, c], knots[:, c], side="right") / len(g)
-        table[:, c] = np.quantile(real[:, c], np.clip(u, 0.0, 1.0))
-    return lo, step, table
+        out[:, c] = np.quantile(real[:, c], np.clip(u, 0.0, 1.0))
+    return out
+
+
+def _knots(gen: np.ndarray, n_knots: int, tail: float) -> tuple[np.ndarray, np.ndarray]:
+    """Equally spaced knots over each column's generated range (its ``tail`` quantiles cut): lo, step (C,)."""
+    lo, hi = np.quantile(gen, tail, axis=0), np.quantile(gen, 1 - tail, axis=0)
+    return lo, np.maximum(hi - lo, 1e-6) / n_knots
 
 
 def _local_moments(log_e: np.ndarray, r: np.ndarray, centers: np.ndarray, windows) -> np.ndarray:
-    """Centre and spread of r at each energy point, (2, n_energy): the median and half the central
-    68 % interval of r after removing a straight-line trend in log E over the point's window
-    (robust: the few showers that leak energy set neither)."""
-    out = np.empty((2, len(centers)))
+    """Median, its slope in log E and spread of r at each energy point, (3, n_energy): a straight
+    line in log E through the point's window (its slope by least squares, its height the median
+    of what the slope leaves) and half the central 68 % interval around it (robust: the few
+    showers that leak energy set neither)."""
+    out = np.empty((3, len(centers)))
     for k, rows in enumerate(windows):
         x, y = log_e[rows] - centers[k], r[rows]
-        slope = np.polyfit(x, y, 1)[0] if np.ptp(x) > 0 else 0.0
+        slope = np.polyfit(x, y, 1)[0] if len(x) > 2 and np.ptp(x) > 0 else 0.0
         flat = y - slope * x
         lo, mid, hi = np.percentile(flat, [16, 50, 84])
-        out[:, k] = mid, max(0.5 * (hi - lo), 1e-9)
+        out[:, k] = mid, slope, max(0.5 * (hi - lo), 1e-9)
     return out
 
 
@@ -174,7 +190,7 @@ def fit_calibration(
     *,
     noise: float,
     n_energy: int = 16,
-    n_knots: int = 64,
+    n_knots: int = 128,
     n_generated: int = 60000,
     tail: float = 5e-4,
     seed: int = 0,
@@ -184,10 +200,13 @@ def fit_calibration(
     ``train`` should already hold the mirror images the model trained with. Showers are
     generated at the training conditions (repeated up to ``n_generated``) with seeded noise.
     """
-    if model.transform.n_cells != train.cells.shape[1]:
-        raise ConfigError(f"calibration data has {train.cells.shape[1]} cells, the model {model.transform.n_cells}")
+    tf = model.transform
+    if tf.n_cells != train.cells.shape[1]:
+        raise ConfigError(f"calibration data has {train.cells.shape[1]} cells, the model {tf.n_cells}")
     if noise < 0:
         raise ConfigError(f"noise must be >= 0, got {noise}")
+    if n_energy < 2 or n_knots < 2:
+        raise ConfigError(f"n_energy and n_knots must be >= 2, got {n_energy} and {n_knots}")
     if len(train) < 4 * n_energy:
         raise ConfigError(f"{len(train)} training showers are too few for {n_energy} energy points")
     rng = np.random.default_rng(seed)
@@ -198,46 +217,63 @@ def fit_calibration(
     # (evenly spaced in log E instead, the validation AUC of eplus-active rose from 0.69 to 0.84)
     centers = np.quantile(log_e, np.linspace(0.0, 1.0, n_energy))
     centers = np.maximum.accumulate(centers + np.arange(n_energy) * 1e-6)  # strictly increasing for repeated energies
+    # the hash's frequency is folded into its projection: sin(z proj), proj = 100 W, |W_c| ~ 1
+    proj = HASH_FREQUENCY * rng.standard_normal((latent, tf.n_cells)) / math.sqrt(latent)
+    # generated showers at the training conditions, and the real ones in model space
+    idx = np.tile(np.arange(len(train)), max(1, n_generated // len(train)))
+    cond = model.conditions.tensor(train.select(idx))
+    z = torch.randn(len(idx), latent, generator=torch.Generator().manual_seed(seed))
+    x_gen = _generate_model_space(model, cond, z) + noise * math.sqrt(2.0) * np.sin(z.numpy() @ proj.astype(np.float32))
+    x_real = tf.forward(train.cells, train.e_inc)
+    lo, step = _knots(x_gen, n_knots, tail)
+    knots = lo + np.arange(n_knots + 1)[:, None] * step  # (J+1, C)
+    table = np.stack(
+        [_quantile_map(x_gen[g], x_real[r], knots) for g, r in zip(_windows(log_e[idx], centers, True), _windows(log_e, centers, True))]
+    )
+    if tf.config.scale == "hits":  # a mapped hit never lands in the gap below the faintest hit
+        floor, threshold = (tf.zero_point() + tf.config.gap).numpy(), tf.threshold().numpy()
+        table = np.where(table > threshold, np.maximum(table, floor), table)
+    per_gev = tf.config.energy == "fraction"
+    with torch.no_grad():  # in MeV (per GeV of E_inc for energy fractions): the transform's inverse at each knot
+        mev = tf.inverse(torch.as_tensor(table.reshape(-1, tf.n_cells), dtype=torch.float32), torch.ones(n_energy * (n_knots + 1)))
     state = {
-        "proj": rng.standard_normal((latent, model.transform.n_cells)) / math.sqrt(latent),
+        "proj": proj,
         "noise": np.float32(noise),
         "centers": centers,
-        "floor": (model.transform.zero_point() + model.transform.config.gap).numpy()
-        if model.transform.config.scale == "hits"
-        else np.full(model.transform.n_cells, -np.inf),
-        "threshold": model.transform.threshold().numpy()
-        if model.transform.config.scale == "hits"
-        else np.full(model.transform.n_cells, np.inf),
+        "a": 1.0 / step,
+        "b": 0.5 - lo / step,
+        "table": mev.numpy().reshape(n_energy, n_knots + 1, tf.n_cells).transpose(0, 2, 1),
+        "per_gev": np.float32(per_gev),
+        # the response map, identity until it is fitted below on the cell-mapped showers
+        "r_lo": np.zeros(n_energy),
+        "r_step": np.ones(n_energy),
+        "r_table": np.tile(np.arange(2.0), (n_energy, 1)),
+        "r_moments": np.tile([[0.0], [0.0], [1.0], [0.0], [0.0], [1.0]], (1, n_energy)),
     }
-    # generated showers at the training conditions, and the real ones in model space
-    reps = max(1, n_generated // len(train))
-    idx = np.tile(np.arange(len(train)), reps)
-    cond = model.conditions.tensor(train.select(idx))
-    gz = torch.Generator().manual_seed(seed)
-    z = torch.randn(len(idx), latent, generator=gz)
-    x_gen = _generate_model_space(model, cond, z)
-    eps = math.sqrt(2.0) * np.sin(HASH_FREQUENCY * (z.numpy() @ state["proj"].astype(np.float32)))
-    x_gen = x_gen + noise * eps
-    x_real = model.transform.forward(train.cells, train.e_inc)
-    w_gen, w_real = _windows(log_e[idx], centers), _windows(log_e, centers)
-    parts = [_quantile_table(x_gen[wg], x_real[wr], n_knots, tail) for wg, wr in zip(w_gen, w_real)]
-    state["lo"], state["step"], state["table"] = (np.stack([p[i] for p in parts]) for i in range(3))
-    # the response map, on the cell-mapped showers
-    state["r_lo"], state["r_step"], state["r_table"] = np.zeros(n_energy), np.ones(n_energy), np.ones((n_energy, n_knots + 1))
-    state["r_moments"] = np.ones((4, n_energy))
-    calib = MarginalCalibration(state)
     with torch.no_grad():
         e = torch.as_tensor(train.e_inc[idx], dtype=torch.float32)
-        cells = model.transform.inverse(calib.cells(torch.as_tensor(x_gen - noise * eps), z, e), e).double().numpy()
+        x_bare = torch.as_tensor(_generate_model_space(model, cond, z))
+        cells = MarginalCalibration(state).cells(x_bare, z, e).double().numpy()
     r_gen = cells.sum(1) / (1000.0 * train.e_inc[idx])
     r_real = train.cells.astype(np.float64).sum(1) / (1000.0 * train.e_inc)
+    # per energy point, over the showers its cell table maps (the same windows)
+    w_gen, w_real = _windows(log_e[idx], centers, True), _windows(log_e, centers, True)
     mom_gen, mom_real = _local_moments(log_e[idx], r_gen, centers, w_gen), _local_moments(log_e, r_real, centers, w_real)
-    state["r_moments"] = np.concatenate([mom_gen, mom_real])
-    u_gen = (r_gen - np.interp(log_e[idx], centers, mom_gen[0])) / np.interp(log_e[idx], centers, mom_gen[1])
-    u_real = (r_real - np.interp(log_e, centers, mom_real[0])) / np.interp(log_e, centers, mom_real[1])
-    parts = [_quantile_table(u_gen[wg, None], u_real[wr, None], n_knots, tail) for wg, wr in zip(w_gen, w_real)]
-    state["r_lo"], state["r_step"] = np.array([p[0][0] for p in parts]), np.array([p[1][0] for p in parts])
-    state["r_table"] = np.stack([p[2][:, 0] for p in parts])
+
+    def standardised(r, log_e, windows, mom):
+        u = np.empty_like(r)
+        for k, rows in enumerate(windows):
+            u[rows] = (r[rows] - mom[0, k] - mom[1, k] * (log_e[rows] - centers[k])) / mom[2, k]
+        return u
+
+    u_gen, u_real = standardised(r_gen, log_e[idx], w_gen, mom_gen), standardised(r_real, log_e, w_real, mom_real)
+    r_lo, r_step, r_table = [], [], []
+    for g, r in zip(w_gen, w_real):
+        lo_k, step_k = _knots(u_gen[g, None], n_knots, tail)
+        r_lo.append(lo_k[0])
+        r_step.append(step_k[0])
+        r_table.append(_quantile_map(u_gen[g, None], u_real[r, None], lo_k + np.arange(n_knots + 1)[:, None] * step_k)[:, 0])
+    state.update(r_lo=np.array(r_lo), r_step=np.array(r_step), r_table=np.stack(r_table), r_moments=np.concatenate([mom_gen, mom_real]))
     return MarginalCalibration(state)
 
 

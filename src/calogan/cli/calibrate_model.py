@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="mirror images of the training showers to add, e.g. mirror_x,mirror_y (default: the model's training config's)",
     )
     p.add_argument("--energies", type=int, default=16, help="incident-energy points of the maps (default 16)")
-    p.add_argument("--knots", type=int, default=64, help="knots of each map (default 64)")
+    p.add_argument("--knots", type=int, default=128, help="knots of each map (default 128)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fit's and the check's showers (default 0)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=run)

@@ -167,8 +167,7 @@ class GANModel(nn.Module):
                 x = self(cond, z)
         if self.calibration is None:
             return self.transform.inverse(x.float(), cond[:, 0])  # (B, n_cells) MeV
-        x = self.calibration.cells(x.float(), z, cond[:, 0])
-        return self.calibration.response(self.transform.inverse(x, cond[:, 0]), cond[:, 0])
+        return self.calibration.showers(x, z, cond[:, 0])  # its table replaces the transform's inverse
 
     def discriminator_loss(self, real: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError

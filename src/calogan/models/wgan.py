@@ -474,7 +474,7 @@ class WGAN(GANModel):
             have = self.transform.inverse(x, e_inc.float()) @ self.layer_matrix  # (B, L) MeV of the hit cells
             ratio = (target / have.clamp_min(1e-9)).clamp(1e-3, 1e3)  # a layer without hits keeps its (empty) cells
             shift = torch.log(ratio) @ self.layer_matrix.T / self.transform.scale  # (B, n_cells) in model-space units
-            return torch.where(x > self.transform.threshold(), x + shift, x)
+            return x + shift * (x > self.transform.threshold()).to(x.dtype)  # a mask, not Where: faster in onnxruntime
 
     @staticmethod
     def _groups(log_e: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
