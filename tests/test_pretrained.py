@@ -106,9 +106,26 @@ def _fidelity_recipe_model(geometry):
 
 def test_the_shipped_recipe_exports_to_onnx_with_parity(toy_geometry, tmp_path):
     from calogan.export import export_onnx
+    from calogan.marginals import fit_calibration
 
-    report = export_onnx(_fidelity_recipe_model(toy_geometry), tmp_path / "m.onnx", attrs={"convention": "active", "particle": "e+"})
+    model = _fidelity_recipe_model(toy_geometry)
+    # as shipped: with the marginal calibration that scripts/pretrain.py fits after training
+    model.calibration = fit_calibration(model, toy_showers(toy_geometry, n=64, seed=5), noise=0.8, n_energy=2, n_knots=8, n_generated=2000)
+    report = export_onnx(model, tmp_path / "m.onnx", attrs={"convention": "active", "particle": "e+"})
     assert report.parity.ok and report.parity.n > 0
+
+
+def test_shipped_models_say_whether_they_are_calibrated():
+    from calogan.cli.models import describe
+
+    calibrated = []
+    for name in pretrained.names():
+        card = pretrained.card(name)
+        assert (card.get("calibration") is not None) == (load_checkpoint(name).model.calibration is not None), name
+        if card.get("calibration"):
+            calibrated.append(name)
+            assert f"noise {card['calibration']['noise']:g}" in describe(card), name
+    assert calibrated
 
 
 @pytest.mark.slow

@@ -26,17 +26,18 @@ def _fmt(value, digits: int = 3) -> str:
 
 def table(cards: list[dict]) -> str:
     """One line per shipped model: what it simulates and how close to Geant4 it came."""
-    head = f"{'name':20s} {'particle':8s} {'conv.':6s} {'conditions':24s} {'family':7s} {'MB':>5s}  {'AUC low (floor)':22s} {'worst response':>14s} {'a / a_G4':>8s}"
+    head = f"{'name':20s} {'particle':8s} {'conv.':6s} {'conditions':24s} {'family':7s} {'MB':>5s}  {'AUC low (floor)':22s} {'worst response (sd)':>22s} {'a / a_G4':>8s}"
     lines = [head, "-" * len(head)]
     for c in cards:
         f = c.get("figures", {})
         auc = f"{_fmt(f.get('auc_low'))} ({_fmt(f.get('auc_low_floor', [None])[0] if f.get('auc_low_floor') else None)})"
-        resp = f.get("response_max_deviation")
+        resp, pull = f.get("response_max_deviation"), f.get("response_max_deviation_sigma")
+        resp_text = "-" if resp is None else f"{100 * resp:.2f} %" + (f" ({pull:.1f} sd)" if pull is not None else "")
         a, a_ref = f.get("stochastic_a"), f.get("stochastic_a_geant4")
-        ratio = f"{a[0] / a_ref[0]:.2f}" if a and a_ref and a_ref[0] else "-"
+        ratio = f"{a[0] / a_ref[0]:.2f}" if a and a_ref and a_ref[0] > 1e-6 else "-"  # a flat sigma/E fits a = 0
         lines.append(
             f"{c['name']:20s} {c.get('particle', '-'):8s} {c.get('convention', '-'):6s} {','.join(c.get('conditions', [])):24s} "
-            f"{c.get('family', '-'):7s} {c['size_bytes'] / 1e6:5.1f}  {auc:22s} {(f'{100 * resp:.2f} %' if resp is not None else '-'):>14s} {ratio:>8s}"
+            f"{c.get('family', '-'):7s} {c['size_bytes'] / 1e6:5.1f}  {auc:22s} {resp_text:>22s} {ratio:>8s}"
         )
     return "\n".join(lines)
 
@@ -54,6 +55,12 @@ def describe(c: dict) -> str:
         out.append(f"  trained by: {c['command']}")
     if "budget" in c:
         out.append("  budget: " + ", ".join(f"{k} {v}" for k, v in c["budget"].items()))
+    cal = c.get("calibration")
+    if cal:
+        tried = ", ".join(f"{k} {v:.3f}" for k, v in cal.get("fast_auc", {}).items())
+        out.append(
+            f"  marginal calibration (calogan calibrate-model): noise {cal.get('noise', 0):g}; validation fast AUC by noise: {tried}"
+        )
     f = c.get("figures", {})
     if f:
         out.append(f"  measured on held-out Geant4 showers ({f.get('date', '?')}): {f.get('command', '')}")
