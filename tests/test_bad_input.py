@@ -117,6 +117,7 @@ TRAIN = "train --threads 1 --quiet --set batch_size=8 --set d_steps=1 --set max_
 GEN = "generate --model {best} -n 5 -o {w}/g.h5"
 EVAL = "evaluate {toy} {toy2} --fast --quiet"
 INTERP = "interpolate --model {best} -o {w}/f.png"
+CAL = "calibrate-model --model {best} --train {toy} --validation {toy}"
 BENCH = "benchmark --backends torch --batch-sizes 2 --min-time 0"
 
 # (command line, words the message must hold); every case must exit 2. The issue's defects are
@@ -202,6 +203,13 @@ CASES = [
     ("export --model {onnx} -o {w}/x.onnx", ["model.onnx", "an ONNX export, not a checkpoint"]),
     ("export --model {best} -o {geo}/x.onnx", ["geometry.json is a file, not a directory"]),
     ("export --model {best} -o {w}/x.onnx --rtol nan", ["--rtol and --atol", "finite"]),
+    # calibrate-model
+    (CAL + " -o {w}/c.pt --noise lots", ["--noise lots", "comma-separated"]),
+    (CAL + " -o {w}/c.pt --noise=-1", ["--noise", ">= 0"]),
+    (CAL + " -o {best} --force", ["best.pt", "is also an input"]),
+    (CAL + " -o {w}/c.pt --augment mirror_z", ["--augment", "mirror_z"]),
+    ("calibrate-model --model {empty} --train {toy} --validation {toy} -o {w}/c.pt", ["empty.pt", "empty file"]),
+    ("calibrate-model --model {best} --train {group} --validation {toy} -o {w}/c.pt", ["group.h5", "is a group"]),
     # benchmark
     (BENCH + " --model {empty}", ["empty.pt", "empty file"]),  # defect: traceback
     (BENCH + " --model {best} --max-row-seconds nan", ["max_row_seconds", "finite"]),

@@ -17,11 +17,12 @@ three steps:
    generated distribution of that cell onto the real one, ``F_real^-1(F_gen(x))``, at the
    incident-energy point nearest the shower's (``n_energy`` points at quantiles of the training
    log E_inc, the first and last at the ends of its range). The map is tabulated at
-   ``n_knots + 1`` equally spaced values per cell, directly in MeV, and read at the nearest
-   knot: one table read per cell replaces the transform's inverse (the exponential and the hit
-   threshold), the cheapest form found for onnxruntime. It sets each cell's hit
-   probability and its spectrum of hits at every energy while keeping the generator's
-   correlations (the map is monotone: a shower's ranking of each cell stays).
+   ``n_knots + 1`` equally spaced values per cell, directly in MeV, and interpolated linearly
+   between knots (continuous: torch and onnxruntime agree to rounding): one read of a knot
+   pair per cell replaces the transform's inverse (the exponential and the hit threshold); a
+   cell becomes a hit halfway between its last empty and first hit knot. It sets each
+   cell's hit probability and its spectrum of hits at every energy while keeping the
+   generator's correlations (the map is monotone: a shower's ranking of each cell stays).
 3. **Response map**: the whole shower is scaled so that its response r = E_tot / E_inc follows
    the training showers': at the shower's energy point (the one whose cell table it went
    through), r is standardised by the generated median (a straight line in log E across the
@@ -55,7 +56,7 @@ class MarginalCalibration(nn.Module):
     """The three steps of the module docstring, as buffers (kept out of the model's state dict).
 
     ``proj`` (latent_dim, n_cells), ``noise`` (); ``centers`` (n_energy,) log E_inc [GeV];
-    ``a``/``b`` (n_cells,) put a model-space value at knot ``x a + b - 0.5``; ``table``
+    ``a``/``b`` (n_cells,) put a model-space value at knot position ``x a + b``; ``table``
     (n_energy, n_cells, n_knots + 1) the mapped value of each knot in MeV (per GeV of E_inc when
     ``per_gev`` is 1, the transform's ``energy: fraction``); ``r_lo``/``r_step`` (n_energy,) and
     ``r_table`` (n_energy, n_knots + 1) for the standardised response, ``r_moments`` (6, n_energy)
@@ -77,6 +78,8 @@ class MarginalCalibration(nn.Module):
             raise ConfigError(f"inconsistent marginal calibration shapes: table {tuple(self.table.shape)}, proj {tuple(self.proj.shape)}")
         # flat index of (cell, knot 0) in one energy point's table: a constant of the graph
         self.register_buffer("col", torch.arange(c, dtype=torch.float32) * j1, persistent=False)
+        flat = self.table.reshape(-1)
+        self.register_buffer("pairs", torch.stack([flat, torch.cat([flat[1:], flat[-1:]])], 1), persistent=False)
 
     @property
     def n_cells(self) -> int:
@@ -101,11 +104,18 @@ class MarginalCalibration(nn.Module):
         x = x.float() + self.noise * math.sqrt(2.0) * torch.sin(z.float() @ self.proj)
         _, n_c, j1 = self.table.shape
         point = torch.floor(self._position(e_inc, self.centers) + 0.5)  # the nearest energy point
-        # the flat index in float32, whole numbers below 2^24 (exact), and one cast at the end; the
-        # knot is floored first (b holds +0.5: the floor rounds to the nearest knot)
-        index = torch.floor(torch.clamp(x * self.a + self.b, 0.5, j1 - 0.5)) + self.col + (point * (n_c * j1))[:, None]
-        # index_select on the flat table exports as one ONNX Gather (indexing would be a slow GatherND)
-        cells = torch.index_select(self.table.reshape(-1), 0, index.reshape(-1).long()).reshape(index.shape)
+        t = torch.clamp(x * self.a + self.b, 0.0, j1 - 1.0)  # position among the knots
+        j = torch.clamp(torch.floor(t), max=j1 - 2.0)
+        f = t - j
+        # the flat index in float32 (whole numbers below 2^24: exact), one cast; the table holds
+        # (knot, next knot) pairs, so one ONNX Gather reads both (indexing would be a GatherND)
+        index = (j + self.col + (point * (n_c * j1))[:, None]).reshape(-1).long()
+        pair = torch.index_select(self.pairs, 0, index)
+        below, above = pair[:, 0].reshape(x.shape), pair[:, 1].reshape(x.shape)
+        # linear between knots, so that torch and onnxruntime agree to rounding; the last empty
+        # knot holds minus the first hit's energy, so a cell turns into a hit halfway between
+        # them, its energy rising from zero (the ReLU)
+        cells = torch.relu(below + f * (above - below))
         return cells * e_inc.float()[:, None] if self.scaled else cells
 
     def response(self, cells: torch.Tensor, e_inc: torch.Tensor) -> torch.Tensor:
@@ -236,13 +246,20 @@ def fit_calibration(
     per_gev = tf.config.energy == "fraction"
     with torch.no_grad():  # in MeV (per GeV of E_inc for energy fractions): the transform's inverse at each knot
         mev = tf.inverse(torch.as_tensor(table.reshape(-1, tf.n_cells), dtype=torch.float32), torch.ones(n_energy * (n_knots + 1)))
+    table = mev.numpy().reshape(n_energy, n_knots + 1, tf.n_cells).transpose(0, 2, 1).copy()  # (K, C, J+1)
+    # the last empty knot before the first hit holds minus that hit's energy: interpolated and
+    # cut at zero, a cell becomes a hit halfway between them with an energy rising from zero
+    hit = table > 0
+    first = np.argmax(hit, axis=2)  # the first hit knot (0 where a cell is never or always hit)
+    k_idx, c_idx = np.nonzero((first > 0) & hit.any(axis=2))
+    table[k_idx, c_idx, first[k_idx, c_idx] - 1] = -table[k_idx, c_idx, first[k_idx, c_idx]]
     state = {
         "proj": proj,
         "noise": np.float32(noise),
         "centers": centers,
         "a": 1.0 / step,
-        "b": 0.5 - lo / step,
-        "table": mev.numpy().reshape(n_energy, n_knots + 1, tf.n_cells).transpose(0, 2, 1),
+        "b": -lo / step,
+        "table": table,
         "per_gev": np.float32(per_gev),
         # the response map, identity until it is fitted below on the cell-mapped showers
         "r_lo": np.zeros(n_energy),
