@@ -109,9 +109,8 @@ def main() -> None:
         trained.write_text("")
     model = out / "calibrated.pt"
     bare = out / "calibration-none"  # written when no calibration beat the bare generator on the validation part
-    if a.name in UNCALIBRATED and a.recipe is None:
-        bare.write_text("")
-    if not model.exists() and not bare.exists():
+    uncalibrated = a.name in UNCALIBRATED and a.recipe is None
+    if not uncalibrated and not model.exists() and not bare.exists():
         cmd = [
             *calogan,
             "calibrate-model",
@@ -127,7 +126,7 @@ def main() -> None:
         print("+", " ".join(cmd), flush=True)
         if subprocess.run(cmd).returncode:
             bare.write_text("")
-    if not model.exists():
+    if uncalibrated or not model.exists():
         model = out / "best.pt"
     gen = out / "test_generated.h5"
     if not gen.exists():

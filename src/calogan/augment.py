@@ -27,9 +27,19 @@ from calogan.data import ShowerData
 from calogan.errors import ConfigError
 from calogan.geometry import Geometry
 
-__all__ = ["AXES", "Mirror", "check_mirror_symmetry", "mirror_conditions", "mirror_images", "mirror_permutation"]
+__all__ = ["AUGMENTS", "AXES", "Mirror", "check_mirror_symmetry", "mirror_axes", "mirror_conditions", "mirror_images", "mirror_permutation"]
 
 AXES = ("x", "y")
+AUGMENTS = tuple(f"mirror_{a}" for a in AXES)  # the names configs and the command line use
+
+
+def mirror_axes(names) -> tuple[str, ...]:
+    """The axes of augmentation names (``AUGMENTS``).
+
+    >>> mirror_axes(["mirror_x", "mirror_y"])
+    ('x', 'y')
+    """
+    return tuple(name.removeprefix("mirror_") for name in names)
 
 
 def mirror_permutation(geometry: Geometry, axis: str) -> np.ndarray:

@@ -233,13 +233,14 @@ def fit_calibration(
     idx = np.tile(np.arange(len(train)), max(1, n_generated // len(train)))
     cond = model.conditions.tensor(train.select(idx))
     z = torch.randn(len(idx), latent, generator=torch.Generator().manual_seed(seed))
-    x_gen = _generate_model_space(model, cond, z) + noise * math.sqrt(2.0) * np.sin(z.numpy() @ proj.astype(np.float32))
+    x_bare = _generate_model_space(model, cond, z)
+    x_gen = x_bare + noise * math.sqrt(2.0) * np.sin(z.numpy() @ proj.astype(np.float32))
     x_real = tf.forward(train.cells, train.e_inc)
+    # each energy point's showers: those its table maps (the response map uses the same)
+    w_gen, w_real = _windows(log_e[idx], centers, True), _windows(log_e, centers, True)
     lo, step = _knots(x_gen, n_knots, tail)
     knots = lo + np.arange(n_knots + 1)[:, None] * step  # (J+1, C)
-    table = np.stack(
-        [_quantile_map(x_gen[g], x_real[r], knots) for g, r in zip(_windows(log_e[idx], centers, True), _windows(log_e, centers, True))]
-    )
+    table = np.stack([_quantile_map(x_gen[g], x_real[r], knots) for g, r in zip(w_gen, w_real)])
     if tf.config.scale == "hits":  # a mapped hit never lands in the gap below the faintest hit
         floor, threshold = (tf.zero_point() + tf.config.gap).numpy(), tf.threshold().numpy()
         table = np.where(table > threshold, np.maximum(table, floor), table)
@@ -269,12 +270,9 @@ def fit_calibration(
     }
     with torch.no_grad():
         e = torch.as_tensor(train.e_inc[idx], dtype=torch.float32)
-        x_bare = torch.as_tensor(_generate_model_space(model, cond, z))
-        cells = MarginalCalibration(state).cells(x_bare, z, e).double().numpy()
+        cells = MarginalCalibration(state).cells(torch.as_tensor(x_bare), z, e).double().numpy()
     r_gen = cells.sum(1) / (1000.0 * train.e_inc[idx])
     r_real = train.cells.astype(np.float64).sum(1) / (1000.0 * train.e_inc)
-    # per energy point, over the showers its cell table maps (the same windows)
-    w_gen, w_real = _windows(log_e[idx], centers, True), _windows(log_e, centers, True)
     mom_gen, mom_real = _local_moments(log_e[idx], r_gen, centers, w_gen), _local_moments(log_e, r_real, centers, w_real)
 
     def standardised(r, log_e, windows, mom):

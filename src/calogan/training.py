@@ -17,7 +17,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from calogan.augment import Mirror, check_mirror_symmetry, mirror_images
+from calogan.augment import AUGMENTS, Mirror, check_mirror_symmetry, mirror_axes, mirror_images
 from calogan.checkpoint import load_checkpoint, save_checkpoint
 from calogan.config import config_from_dict, read_config
 from calogan.data import Conditions, ShowerData
@@ -38,7 +38,6 @@ _SAMPLING = ("batch", "big_batch", "dataset")
 _PRECISIONS = ("fp32", "bf16")
 # The files of a run's folder.
 RUN_FILES = ("config.yaml", "log.jsonl", "last.pt", "best.pt")
-_AUGMENTS = ("mirror_x", "mirror_y")
 # What picks best.pt: chi2/ndf of E_tot per energy bin, or the fast low-level classifier AUC.
 _SELECTIONS = ("chi2", "auc")
 # The classifier test reports on a fifth of each class: five showers at least.
@@ -188,8 +187,8 @@ class TrainConfig:
         if self.threads is not None and self.threads < 1:
             bad("threads", f"must be >= 1, got {self.threads}")
         for name in self.augment:
-            if name not in _AUGMENTS:
-                bad("augment", f"each entry must be one of {', '.join(_AUGMENTS)}, got {name!r}")
+            if name not in AUGMENTS:
+                bad("augment", f"each entry must be one of {', '.join(AUGMENTS)}, got {name!r}")
         if len(set(self.augment)) != len(self.augment):
             bad("augment", f"lists an entry twice: {list(self.augment)}")
         for lo, hi in self.exclude_energy:
@@ -831,10 +830,6 @@ def _resume_checkpoint(config: TrainConfig, out: Path):
     return ckpt
 
 
-def _mirror_axes(config: TrainConfig) -> tuple[str, ...]:
-    return tuple(name.removeprefix("mirror_") for name in config.augment)
-
-
 def _same_option(key: str, stored, now) -> bool:
     """Whether a resumed run's option equals the stored one; data files compare as the files
     they name (a relative and an absolute path to one file are the same data)."""
@@ -847,7 +842,7 @@ def _same_option(key: str, stored, now) -> bool:
 def _new_model(config: TrainConfig, train_data: ShowerData):
     # With augmentation the model learns the mirror images too: its normalisations are fitted
     # on them, which also makes every per-cell constant mirror symmetric (see calogan.augment).
-    fit_data = mirror_images(train_data, _mirror_axes(config)) if config.augment else train_data
+    fit_data = mirror_images(train_data, mirror_axes(config.augment)) if config.augment else train_data
     transform = ShowerTransform.fit(config_from_dict(TransformConfig, config.transform, "transform"), fit_data.cells, fit_data.e_inc)
     spec = ConditionSpec.from_data(fit_data, tuple(config.conditions))
     model = build_model(config.family, train_data.geometry, spec, transform, config.model)
@@ -886,7 +881,7 @@ def _start(
             f"option selection auc: the classifier needs at least {_MIN_AUC_VALIDATION} validation showers, "
             f"got {0 if val is None else len(val)} (set val_data or a larger val_fraction, or selection: chi2)"
         )
-    for axis in _mirror_axes(config):
+    for axis in mirror_axes(config.augment):
         check_mirror_symmetry(train_data.cells, train_data.geometry, axis, tuple(config.conditions), where=_files(config.data))
     run = _Run(config, out, device, data_attrs, _fingerprint(train_data), world=world)
     adversarial = family_class(config.family).adversarial
@@ -914,7 +909,7 @@ def _start(
         _truncate_log(run.log, ckpt.step)
     # Model-space training set on the device once: (N, n_cells) and physical conditions (N, n_cond).
     x_all = torch.from_numpy(state.model.transform.forward(train_data.cells, train_data.e_inc)).to(device)
-    mirror = Mirror(train_data.geometry, _mirror_axes(config), tuple(config.conditions), device) if config.augment else None
+    mirror = Mirror(train_data.geometry, mirror_axes(config.augment), tuple(config.conditions), device) if config.augment else None
     batches = _Batches(x_all, state.model.conditions.tensor(train_data).to(device), config, state.model.transform, world, mirror)
     if ckpt is None and world.is_main:
         # Everything is checked: the run's folder appears now. A previous run in it (--force)

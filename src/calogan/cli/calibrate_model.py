@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from calogan.augment import mirror_images
+    from calogan.augment import AUGMENTS, mirror_axes, mirror_images
     from calogan.checkpoint import load_checkpoint, save_checkpoint
     from calogan.data import Conditions, ShowerData
     from calogan.errors import ConfigError
@@ -61,11 +61,11 @@ def run(args: argparse.Namespace) -> int:
     check_output(args.output, force=args.force, inputs=[args.model, *args.train, args.validation], error=ConfigError)
     ckpt = load_checkpoint(args.model)
     augment = args.augment.split(",") if args.augment is not None else list(ckpt.train_config.get("augment") or [])
-    bad = [a for a in augment if a not in ("mirror_x", "mirror_y")]
+    bad = [a for a in augment if a not in AUGMENTS]
     if bad:
-        raise ConfigError(f"--augment: unknown {', '.join(bad)} (mirror_x, mirror_y)")
+        raise ConfigError(f"--augment: unknown {', '.join(bad)} ({', '.join(AUGMENTS)})")
     train = ShowerData.concatenate([read_showers(f) for f in args.train])
-    train = mirror_images(train, tuple(a.removeprefix("mirror_") for a in augment))
+    train = mirror_images(train, mirror_axes(augment))
     validation = read_showers(args.validation)
     print(
         f"calibrating {args.model} on {len(train)} training showers (mirrors: {','.join(augment) or 'none'}), {len(validation)} validation showers"
@@ -84,10 +84,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"no calibration beats the uncalibrated generator on {args.validation}; nothing written")
         return 1
     ckpt.model.calibration = calib
-    others = ckpt.model.conditions.keys[1:]
-    if others:
+    if keys:
         print(
-            f"note: the maps are marginal over {', '.join(others)}; the classifier does not see every trend with them "
+            f"note: the maps are marginal over {', '.join(keys)}; the classifier does not see every trend with them "
             "(check them with calogan evaluate, condition trends, before using the calibrated model)"
         )
     metrics = dict(ckpt.metrics)
