@@ -418,8 +418,10 @@ def quanta(rng: np.random.Generator, energy: np.ndarray, hp: Halo) -> np.ndarray
         return light
     e = energy[light]
     keep = rng.random(len(light), dtype=f32) * f32(mean_q) < e
-    energy[light] = np.where(keep, quantum_energies(rng, len(light), hp), f32(0.0))
-    return light[keep]
+    made = light[keep]
+    energy[light] = 0.0
+    energy[made] = quantum_energies(rng, len(made), hp)  # only for the survivors: this runs for most spots
+    return made
 
 
 def seen(rng: np.random.Generator, k: int, hp: Halo, sf: float) -> np.ndarray:
@@ -478,12 +480,16 @@ def halo_spots(
     # quantum j of a shower leaves from its spot j (mod the spot count): a shower's spots are
     # drawn independently, so its first spots are as random a choice as any, and contiguous
     first = np.cumsum(nh) - nh
-    rank = np.arange(kh) - np.repeat(first, nh)
-    origin = np.repeat(starts, nh) + rank % np.repeat(counts, nh)
+    at = np.arange(kh, dtype=np.int64)
+    if np.all(nh <= counts):  # the usual case: no wrap-around, and no integer division per quantum
+        origin = at + np.repeat(starts - first, nh)
+    else:
+        rank = at - np.repeat(first, nh)
+        origin = np.repeat(starts, nh) + rank % np.repeat(counts, nh)
     x0 = media.x0[media.reference_layer()]
     flight = rng.standard_exponential(kh, dtype=f32)
     if hp.near_per_gev > 0:  # a shower's first n_far quanta fly far, the others near
-        far = rank < np.repeat(n_far, nh)
+        far = at < np.repeat(first + n_far, nh)
         flight *= np.where(far, f32(hp.flight_x0 * x0), f32(hp.near_flight_x0 * x0))
         flight += np.where(far, f32(hp.min_flight_x0 * x0), f32(0.0))
     else:
