@@ -239,6 +239,19 @@ def test_cell_structure_of_a_sample_against_itself():
     layer_per_gev = ob.layer_energies(ref.cells, ref.geometry) / ref.e_inc[:, None]
     np.testing.assert_allclose(c["ring_energy"].sum(axis=2)[0], layer_per_gev[r.bins[0]].mean(axis=0), rtol=1e-6)
     np.testing.assert_array_equal(_cell_residuals(c, c, _lateral_is_table(r, ref)), 0.0)
+    # the spread of the layers' energy fractions (layers holding >= 5 %: the first two)
+    frac = layer_per_gev / layer_per_gev.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(c["fraction_spread"][0], frac[r.bins[0], :2].std(axis=0), rtol=1e-9)
+    # a core ring 10 % off weighs twice a 20 % miss of a thin ring (tolerances 5 % and 25 %)
+    core = {k: v.copy() for k, v in c.items()}
+    core["ring_energy"][0, 0, 0] *= np.exp(0.1)
+    thin = {k: v.copy() for k, v in c.items()}
+    k_thin = int(np.flatnonzero((c["ring_energy"][0, 0] > 0.1) & (c["ring_energy"][0, 0] < 10.0))[0])
+    thin["ring_energy"][0, 0, k_thin] *= np.exp(0.2)
+    table = _lateral_is_table(r, ref)
+    assert c["ring_energy"][0, 0, 0] > 10.0
+    np.testing.assert_allclose(np.abs(_cell_residuals(core, c, table)).max(), 0.1 / 0.05)
+    np.testing.assert_allclose(np.abs(_cell_residuals(thin, c, table)).max(), 0.2 / 0.25)
 
 
 @pytest.mark.slow

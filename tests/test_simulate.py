@@ -147,6 +147,22 @@ def test_quanta_keep_the_energy_on_average():
     assert (energy[100_000:] == 50.0).all()  # heavier spots are left alone
 
 
+def test_core_radius_grows_as_a_power_of_the_age():
+    from calogan.simulate.em import radial_profile
+    from calogan.simulate.params import Radial
+
+    tau = np.array([0.0, 0.5, 1.0, 2.0], dtype=np.float32)
+    linear = radial_profile(tau, np.log(50.0), 80.0, Radial())
+    square = radial_profile(tau, np.log(50.0), 80.0, Radial(core_power=2.0))
+    z1 = linear[0][0]
+    # Rc = z1 + z2 tau^k: the same at tau = 0 and 1, a quarter of the age term at 0.5 (k = 2)
+    np.testing.assert_allclose(square[0], z1 + (linear[0] - z1) * tau, rtol=1e-6)
+    np.testing.assert_array_equal(square[1], linear[1])  # the tail and the core probability stay
+    np.testing.assert_array_equal(square[2], linear[2])
+    with pytest.raises(ConfigError, match="core_power"):
+        Radial(core_power=0.0)
+
+
 def test_halo_quanta_fly_from_spots_and_take_their_energy():
     g = preset("calogan")
     m = media(g)
@@ -356,6 +372,30 @@ def test_pion_radii_and_visible_share_follow_the_energy():
         assert sign * (e1 / e0 - 1) > 0.03
 
 
+def test_later_pi0s_start_deeper_and_leak_more():
+    """em_late moves a share of the EM part to a depth drawn from the hadronic profile: the
+    spots lie deeper, and more of the EM energy leaves through the back of the 1.2 lambda_I
+    stack (``em_spots`` gives the profile's tail behind the back face to no spot)."""
+    from dataclasses import replace
+
+    from calogan.simulate.deposit import Spots, Tracks
+    from calogan.simulate.hadronic import hadron_spots
+    from calogan.simulate.materials import media
+
+    g = preset("calogan")
+    med = media(g)
+    p = default_params("pi+")
+    n = 3000
+    tracks = Tracks.make(n)
+    out = {}
+    for late in (0.0, 0.6):
+        hp = replace(p.hadronic, em_late=late)
+        spots = Spots.concatenate(hadron_spots(np.random.default_rng(6), np.full(n, 50.0), tracks, med, hp, p.em, active=False))
+        out[late] = (spots.energy.sum() / n, np.average(spots.s, weights=spots.energy))
+    assert out[0.6][1] > out[0.0][1] + 20.0  # mm
+    assert out[0.6][0] < 0.9 * out[0.0][0]
+
+
 def test_polar_layers_and_calochallenge_xml(tmp_path):
     polar = Geometry(
         "polar",
@@ -452,9 +492,15 @@ def test_params_round_trip_and_validation(tmp_path):
     path.write_text(json.dumps(d))
     with pytest.raises(ConfigError, match=r"em.radial: missing key\(s\) outer_spots"):
         load_params(path)
-    d["version"] = 3
+    # a version-2 file: the core radius grows linearly with the age, as in GFlash
+    d = json.loads(json.dumps(p.to_dict()))
+    d["version"] = 2
+    del d["em"]["radial"]["core_power"]
     path.write_text(json.dumps(d))
-    with pytest.raises(ConfigError, match="version 3, this calogan reads versions 1 to 2"):
+    assert load_params(path).em.radial.core_power == 1.0
+    d["version"] = 4
+    path.write_text(json.dumps(d))
+    with pytest.raises(ConfigError, match="version 4, this calogan reads versions 1 to 3"):
         load_params(path)
     assert default_params("e-").particle == "e-" and default_params("pi-").hadronic == default_params("pi+").hadronic
 

@@ -511,6 +511,8 @@ _CELL_START = {
     "radial.tail_early": 1.0,
     "radial.p_scale": 1.0,
     "radial.outer_spots": 3.2,
+    "radial.core_power": 1.0,
+    "longitudinal.sigma_scale": 1.0,
     "deposit.spots_exponent": 0.5,
     "deposit.early_spots": 0.4,
     "deposit.early_squeeze": 1.6,
@@ -541,6 +543,8 @@ _CELL_BOUNDS = {
     "radial.tail_early": (0.0, 20.0),
     "radial.p_scale": (0.05, 3.0),
     "radial.outer_spots": (1.0, 10.0),
+    "radial.core_power": (0.5, 4.0),
+    "longitudinal.sigma_scale": (0.3, 1.5),  # with the spots' own noise, the layer fractions' spread
     "deposit.spots_exponent": (0.0, 1.0),
     "deposit.early_spots": (0.0, 0.45),
     "deposit.early_squeeze": (1.0, 10.0),
@@ -611,7 +615,9 @@ def cell_structure(data: ShowerData, ref: _Reference) -> dict[str, np.ndarray]:
     with an empty layer; ring_energy and ring_occupancy (n_bins, L, R) the mean energy
     (per GeV of the incident energy) and share of hit cells in R rings of cell-centre
     distance from the z axis; spectrum (L, Q) quantiles of the hit-cell energies (MeV) of
-    each layer, pooled over the sample; lateral (n_bins, k) the ``_lateral_targets``; spread
+    each layer, pooled over the sample; lateral (n_bins, k) the ``_lateral_targets``;
+    fraction_spread (n_bins, k) the standard deviations of the energy fractions of the layers
+    holding >= 5 % of the energy (the longitudinal profile's fluctuations and the spots'); spread
     (n_bins, k') the standard deviations of the layers' centroids and e_ratio (n_bins, k'')
     the median E_ratio of their two hottest cells: how lumpy the core is shower by shower;
     smooth (n_bins, L, R) the rings' median cell energy over the mean (``_ring_smoothness``).
@@ -635,10 +641,18 @@ def cell_structure(data: ShowerData, ref: _Reference) -> dict[str, np.ndarray]:
         "ring_occupancy": _binned_means(np.stack(ring_occ, axis=1), e_inc, ref),
         "spectrum": np.array(spectrum),
         "lateral": _binned_means(_lateral_targets(ref, data), e_inc, ref),
+        "fraction_spread": _binned_spreads(_layer_fractions(cells, g)[:, _lateral_layers(ref, g)], e_inc, ref),
         "spread": _binned_spreads(_centroids(ref, data), e_inc, ref),
         "smooth": _ring_smoothness(cells, e_inc, ref),
         "e_ratio": _binned_medians(obs.e_ratio(cells, g)[:, _lateral_layers(ref, g)], e_inc, ref),
     }
+
+
+def _layer_fractions(cells: np.ndarray, geometry) -> np.ndarray:
+    """(N, L) each layer's share of the shower's energy (0 for an empty shower)."""
+    e = obs.layer_energies(cells, geometry)
+    total = e.sum(axis=1, keepdims=True)
+    return np.divide(e, total, out=np.zeros_like(e), where=total > 0)
 
 
 def _ring_smoothness(cells: np.ndarray, e_inc: np.ndarray, ref: _Reference) -> np.ndarray:
@@ -695,22 +709,26 @@ def _cell_residuals(sim: dict[str, np.ndarray], target: dict[str, np.ndarray], t
     """Residuals of the ``cells`` fit: each deviation over the precision it is fitted to.
 
     Hit counts to 2 %, empty-layer shares to 0.01, ring energies to 25 % (rings holding
-    more than 1e-4 of the incident energy), ring occupancies to 0.05, spectrum quantiles to
-    5 %, the table's layer-1 widths to 1 %, the other lateral observables to 3 %, the
-    centroids' spreads to 5 %, the median E_ratio to 10 % and the rings' smoothness to 0.1:
-    the hit counts, which the acceptance table holds to 10 %, weigh most.
+    more than 1e-4 of the incident energy; 5 % for the core rings, holding more than 1 %:
+    a classifier reads a layer's core shape to a percent), ring occupancies to 0.05,
+    spectrum quantiles to 5 %, the table's layer-1 widths to 1 %, the other lateral
+    observables to 3 %, the layer fractions' spreads to 5 %, the centroids' spreads to 5 %,
+    the median E_ratio to 10 % and the rings' smoothness to 0.1: the hit counts, which the
+    acceptance table holds to 10 %, weigh most.
     """
     hits_ok = target["hits"] > 0.5
     ring_ok = target["ring_energy"] > 0.1  # MeV per GeV: 1e-4 of the incident energy
+    ring_tol = np.where(target["ring_energy"] > 10.0, 0.05, 0.25)
     spec_ok = target["spectrum"] > 0
     floor = 1e-9
     parts = [
         ((sim["hits"] / np.where(hits_ok, target["hits"], 1.0) - 1.0) / 0.02)[hits_ok],
         ((sim["empty"] - target["empty"]) / 0.01).ravel(),
-        (np.log(np.maximum(sim["ring_energy"], floor) / np.where(ring_ok, target["ring_energy"], 1.0)) / 0.25)[ring_ok],
+        (np.log(np.maximum(sim["ring_energy"], floor) / np.where(ring_ok, target["ring_energy"], 1.0)) / ring_tol)[ring_ok],
         ((sim["ring_occupancy"] - target["ring_occupancy"]) / 0.05).ravel(),
         (np.log(np.maximum(sim["spectrum"], floor) / np.where(spec_ok, target["spectrum"], 1.0)) / 0.05)[spec_ok],
         ((sim["lateral"] / target["lateral"] - 1.0) / np.where(table, 0.01, 0.03)[None, :]).ravel(),
+        ((sim["fraction_spread"] / target["fraction_spread"] - 1.0) / 0.05).ravel(),
         ((sim["spread"] / target["spread"] - 1.0) / 0.05).ravel(),
         ((sim["smooth"] - target["smooth"]) / 0.1).ravel(),
         ((sim["e_ratio"] / target["e_ratio"] - 1.0) / 0.1).ravel(),
@@ -1028,7 +1046,7 @@ def calibrate(
         fitted.append("em.radial")
     if "cells" in stages:
         params = _fit_cells(main, particle, params, seed, oversample, log)
-        fitted += [f"em.{name}" for name in ("radial", "deposit", "halo") if f"em.{name}" not in fitted]
+        fitted += [f"em.{name}" for name in ("longitudinal", "radial", "deposit", "halo") if f"em.{name}" not in fitted]
     if "response" in stages and total_data is not None:
         dp = _fit_loss(main, particle, params, seed, oversample, log)
         params = replace(params, em=replace(params.em, deposit=dp))
@@ -1104,6 +1122,7 @@ def _calibrate_hadron(
     space = {
         "em_sigma": (0.01, 0.4, None),
         "em_energy_scale": (0.02, 1.0, None),
+        "em_late": (0.0, 0.9, 0.2),
         "visible": (0.05, 1.0, None),
         "visible_slope": (-0.5, 0.5, 0.05),
         "visible_sigma": (0.0, 0.5, None),

@@ -105,7 +105,8 @@ def radial_profile(tau: np.ndarray, ln_e: np.ndarray, z: float, rp: Radial) -> t
 
     GFlash eqs. 29-31 (homogeneous media, Z the effective charge) with ``ln_e`` = ln(E/GeV)
     per spot: Rc = z1 + z2 tau, Rt = k1 (exp(k3 (tau - k2)) + exp(k4 (tau - k2))),
-    p = p1 exp((p2 - tau)/p3 - exp((p2 - tau)/p3)), scaled by the fitted factors.
+    p = p1 exp((p2 - tau)/p3 - exp((p2 - tau)/p3)), scaled by the fitted factors (the core's
+    age term as z2 tau^k, ``Radial.core_power``).
     """
     core0, k4, inv_p3 = _radial_coefficients(ln_e, z, rp)
     return _radial_at(np.asarray(tau, dtype=np.float32), core0, k4, inv_p3, z, rp)
@@ -114,7 +115,11 @@ def radial_profile(tau: np.ndarray, ln_e: np.ndarray, z: float, rp: Radial) -> t
 def _radial_at(tau, core0, k4, inv_p3, z: float, rp: Radial):
     # float32 and in place where the arrays are per spot: this runs once per spot
     f32 = np.float32
-    r_core = tau * f32(rp.core_scale * rp.core_age * (0.1162 - 0.000381 * z))
+    if rp.core_power == 1.0:
+        r_core = tau * f32(rp.core_scale * rp.core_age * (0.1162 - 0.000381 * z))
+    else:  # tau^k as exp(k log tau): numpy's float32 power is not vectorised; log 0 = -inf gives 0
+        with np.errstate(divide="ignore"):
+            r_core = np.exp(np.log(tau) * f32(rp.core_power)) * f32(rp.core_scale * rp.core_age * (0.1162 - 0.000381 * z))
     r_core += core0
     d = tau - f32(0.645)
     r_tail = d * f32(-2.59)

@@ -80,18 +80,34 @@ def hadron_spots(
         e_left = np.maximum(e_gev[hit] - 1e-3 * losses[hit].sum(axis=1), 0.0)  # GeV
         f_em = _beta(rng, em_fraction_mean(e_left, hp), hp.em_sigma)
         e_em = f_em * e_left
-        # the EM part: pi0 photons start showers at the interaction point
+        # the EM part: pi0 photons start showers at the interaction point, and (a share
+        # em_late) at a later generation's, a depth drawn from the hadronic profile
+        e_had = (1.0 - f_em) * e_left
         start_x0 = tracks.depth_from_path(s_int[hit], hit, media.x0_boundaries, media.boundaries)
+        e_parts, starts, owners = [e_em], [start_x0], [hit]
+        if hp.em_late > 0:
+            later = t_int[hit] + _hadronic_depths(rng, e_had, np.ones(len(hit), np.int64), hp)
+            s_late = tracks.path_from_depth(later, hit, media.lambda_boundaries, media.boundaries)
+            e_parts = [(1.0 - hp.em_late) * e_em, hp.em_late * e_em]
+            starts.append(tracks.depth_from_path(s_late, hit, media.x0_boundaries, media.boundaries))
+            owners.append(hit)
+        e_em, start_x0, owner = (np.concatenate(v) for v in (e_parts, starts, owners))
         live = e_em > 1e-3
         if live.any():
-            h = hit[live]
+            h = owner[live]
             parts += em_spots(rng, hp.em_energy_scale * e_em[live], 1000.0 * e_em[live], start_x0[live], h, tracks, media, em, active)
         # the hadronic part: longer, wider, partly invisible
         mean_visible = hp.visible * np.power(np.maximum(e_left, 1e-3) / 10.0, hp.visible_slope)
         visible = np.clip(mean_visible + hp.visible_sigma * rng.standard_normal(len(hit)), 0.0, 1.0)
-        e_had = (1.0 - f_em) * e_left
         parts.append(_hadronic_spots(rng, e_had, 1000.0 * e_had * visible, t_int[hit], hit, tracks, media, hp, em))
     return parts
+
+
+def _hadronic_depths(rng: np.random.Generator, e_gev: np.ndarray, counts: np.ndarray, hp: HadronicParams) -> np.ndarray:
+    """(sum counts,) depths in lambda_I after the first interaction, ``counts`` (n,) of them for
+    each hadronic part of ``e_gev`` (n,) GeV: its Gamma profile, whose maximum moves deeper with ln E."""
+    t_max = np.maximum(hp.t_max + hp.t_max_slope * np.log(np.maximum(e_gev, 1e-3) / 10.0), 0.05)
+    return rng.standard_gamma(hp.alpha, int(counts.sum())) * np.repeat(t_max / (hp.alpha - 1.0), counts)
 
 
 def _hadronic_spots(
@@ -107,9 +123,7 @@ def _hadronic_spots(
 ) -> Spots:
     counts = n_spots(np.maximum(e_gev, 1e-3), em.deposit) * em.deposit.lateral  # as many spots as an EM shower
     idx = np.repeat(np.arange(len(e_gev)), counts)
-    # lambda_I after the interaction; the maximum moves deeper with ln E
-    t_max = np.maximum(hp.t_max + hp.t_max_slope * np.log(np.maximum(e_gev, 1e-3) / 10.0), 0.05)
-    depth = rng.standard_gamma(hp.alpha, len(idx)) * (t_max / (hp.alpha - 1.0))[idx]
+    depth = _hadronic_depths(rng, e_gev, counts, hp)
     s = tracks.path_from_depth(t_start[idx] + depth, shower[idx], media.lambda_boundaries, media.boundaries)
     lam = media.interaction_length
     if np.all(lam == lam[0]):
