@@ -394,6 +394,8 @@ def test_later_pi0s_start_deeper_and_leak_more():
         out[late] = (spots.energy.sum() / n, np.average(spots.s, weights=spots.energy))
     assert out[0.6][1] > out[0.0][1] + 20.0  # mm
     assert out[0.6][0] < 0.9 * out[0.0][0]
+    with pytest.raises(ConfigError, match=r"HadronicParams.em_late = 1.5 is out of range"):
+        replace(p.hadronic, em_late=1.5)
 
 
 def test_polar_layers_and_calochallenge_xml(tmp_path):

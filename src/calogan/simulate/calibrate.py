@@ -617,7 +617,8 @@ def cell_structure(data: ShowerData, ref: _Reference) -> dict[str, np.ndarray]:
     distance from the z axis; spectrum (L, Q) quantiles of the hit-cell energies (MeV) of
     each layer, pooled over the sample; lateral (n_bins, k) the ``_lateral_targets``;
     fraction_spread (n_bins, k) the standard deviations of the energy fractions of the layers
-    holding >= 5 % of the energy (the longitudinal profile's fluctuations and the spots'); spread
+    holding >= 5 % of the energy (the longitudinal profile's fluctuations and the spots'; empty
+    showers left out); spread
     (n_bins, k') the standard deviations of the layers' centroids and e_ratio (n_bins, k'')
     the median E_ratio of their two hottest cells: how lumpy the core is shower by shower;
     smooth (n_bins, L, R) the rings' median cell energy over the mean (``_ring_smoothness``).
@@ -641,18 +642,11 @@ def cell_structure(data: ShowerData, ref: _Reference) -> dict[str, np.ndarray]:
         "ring_occupancy": _binned_means(np.stack(ring_occ, axis=1), e_inc, ref),
         "spectrum": np.array(spectrum),
         "lateral": _binned_means(_lateral_targets(ref, data), e_inc, ref),
-        "fraction_spread": _binned_spreads(_layer_fractions(cells, g)[:, _lateral_layers(ref, g)], e_inc, ref),
+        "fraction_spread": _binned_spreads(obs.energy_fractions(cells, g)[:, _lateral_layers(ref, g)], e_inc, ref),
         "spread": _binned_spreads(_centroids(ref, data), e_inc, ref),
         "smooth": _ring_smoothness(cells, e_inc, ref),
         "e_ratio": _binned_medians(obs.e_ratio(cells, g)[:, _lateral_layers(ref, g)], e_inc, ref),
     }
-
-
-def _layer_fractions(cells: np.ndarray, geometry) -> np.ndarray:
-    """(N, L) each layer's share of the shower's energy (0 for an empty shower)."""
-    e = obs.layer_energies(cells, geometry)
-    total = e.sum(axis=1, keepdims=True)
-    return np.divide(e, total, out=np.zeros_like(e), where=total > 0)
 
 
 def _ring_smoothness(cells: np.ndarray, e_inc: np.ndarray, ref: _Reference) -> np.ndarray:

@@ -34,8 +34,8 @@ PARAMS_VERSION = 3
 # Keys each version added, by section: a file of an older version reads with their defaults,
 # which leave out what they model (version 2: the soft photons and quanta, light tail, early
 # and late spots, the energy dependence of the pion model; version 3: a core radius growing
-# as a power of the shower's age, pi0s of later generations), so it gives the showers it gave before, but for the
-# active convention's sampling (``deposit.sampled_share``).
+# as a power of the shower's age, pi0s of later generations), so it gives the showers it
+# gave before, but for the active convention's sampling (``deposit.sampled_share``).
 _ADDED_IN = {
     2: {
         "em.halo": None,
