@@ -233,11 +233,11 @@ def test_light_spots_and_quanta_keep_the_mean_shower():
     a = simulate("calogan", "e+", e, seed=1, params=replace(p, em=plain))
     b = simulate("calogan", "e+", e, seed=2, params=replace(p, em=light))
     g = a.geometry
-    ea, eb = ob.layer_energies(a.cells, g).mean(axis=0), ob.layer_energies(b.cells, g).mean(axis=0)
-    np.testing.assert_allclose(eb[:2], ea[:2], rtol=0.01)
-    # the back layer holds 0.1 % of the energy, in a few showers: compared within 4 standard errors
-    la, lb = ob.layer_energies(a.cells, g)[:, 2], ob.layer_energies(b.cells, g)[:, 2]
-    assert abs(eb[2] - ea[2]) < 4 * math.hypot(la.std(), lb.std()) / math.sqrt(len(e))
+    la, lb = ob.layer_energies(a.cells, g), ob.layer_energies(b.cells, g)
+    # each layer's mean within 4 standard errors of the difference (layer 0: 0.8 %, layer 1:
+    # 0.2 %; the back layer holds 0.1 % of the energy, in a few showers)
+    se = np.hypot(la.std(axis=0), lb.std(axis=0)) / math.sqrt(len(e))
+    assert (np.abs(lb.mean(axis=0) - la.mean(axis=0)) < 4 * se).all()
     wa, wb = np.nanmean(ob.width(a.cells, g, "x")[:, 1]), np.nanmean(ob.width(b.cells, g, "x")[:, 1])
     assert wb == pytest.approx(wa, rel=0.02)
     ha, hb = ob.layer_hits(a.cells, g).mean(axis=0), ob.layer_hits(b.cells, g).mean(axis=0)
