@@ -163,6 +163,23 @@ def test_core_radius_grows_as_a_power_of_the_age():
         Radial(core_power=0.0)
 
 
+def test_core_probability_is_capped_at_core_max():
+    from calogan.simulate.em import radial_profile
+    from calogan.simulate.params import Radial
+
+    tau = np.linspace(0.0, 3.0, 31, dtype=np.float32)
+    free = radial_profile(tau, np.log(50.0), 80.0, Radial(p_scale=1.1))
+    capped = radial_profile(tau, np.log(50.0), 80.0, Radial(p_scale=1.1, core_max=0.9))
+    # GFlash's p scaled by 1.1 reaches 1 (no tail) at young ages; the cap leaves 10 % there
+    assert free[2].max() == 1.0 and capped[2].max() == pytest.approx(0.9)
+    np.testing.assert_array_equal(capped[2], np.minimum(free[2], np.float32(0.9)))
+    np.testing.assert_array_equal(capped[0], free[0])  # the radii stay
+    np.testing.assert_array_equal(capped[1], free[1])
+    for bad in (0.0, 1.2):
+        with pytest.raises(ConfigError, match="core_max"):
+            Radial(core_max=bad)
+
+
 def test_halo_quanta_fly_from_spots_and_take_their_energy():
     g = preset("calogan")
     m = media(g)
@@ -500,9 +517,15 @@ def test_params_round_trip_and_validation(tmp_path):
     del d["em"]["radial"]["core_power"]
     path.write_text(json.dumps(d))
     assert load_params(path).em.radial.core_power == 1.0
-    d["version"] = 4
+    # a version-3 file: GFlash's core probability, capped at 1
+    d = json.loads(json.dumps(p.to_dict()))
+    d["version"] = 3
+    del d["em"]["radial"]["core_max"]
     path.write_text(json.dumps(d))
-    with pytest.raises(ConfigError, match="version 4, this calogan reads versions 1 to 3"):
+    assert load_params(path).em.radial.core_max == 1.0
+    d["version"] = 5
+    path.write_text(json.dumps(d))
+    with pytest.raises(ConfigError, match="version 5, this calogan reads versions 1 to 4"):
         load_params(path)
     assert default_params("e-").particle == "e-" and default_params("pi-").hadronic == default_params("pi+").hadronic
 

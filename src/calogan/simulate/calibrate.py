@@ -512,6 +512,7 @@ _CELL_START = {
     "radial.p_scale": 1.0,
     "radial.outer_spots": 3.2,
     "radial.core_power": 1.6,
+    "radial.core_max": 0.93,
     "longitudinal.sigma_scale": 0.7,
     "deposit.spots_exponent": 0.5,
     "deposit.early_spots": 0.4,
@@ -544,6 +545,7 @@ _CELL_BOUNDS = {
     "radial.p_scale": (0.05, 3.0),
     "radial.outer_spots": (1.0, 10.0),
     "radial.core_power": (0.5, 4.0),
+    "radial.core_max": (0.5, 1.0),
     "longitudinal.sigma_scale": (0.3, 1.5),  # with the spots' own noise, the layer fractions' spread
     "deposit.spots_exponent": (0.0, 1.0),
     "deposit.early_spots": (0.0, 0.45),

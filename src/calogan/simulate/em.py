@@ -107,7 +107,7 @@ def radial_profile(tau: np.ndarray, ln_e: np.ndarray, z: float, rp: Radial) -> t
     GFlash eqs. 29-31 (homogeneous media, Z the effective charge) with ``ln_e`` = ln(E/GeV)
     per spot: Rc = z1 + z2 tau, Rt = k1 (exp(k3 (tau - k2)) + exp(k4 (tau - k2))),
     p = p1 exp((p2 - tau)/p3 - exp((p2 - tau)/p3)), scaled by the fitted factors (the core's
-    age term as z2 tau^k, ``Radial.core_power``).
+    age term as z2 tau^k, ``Radial.core_power``; p at most ``Radial.core_max``).
     """
     core0, k4, inv_p3 = _radial_coefficients(ln_e, z, rp)
     return _radial_at(np.asarray(tau, dtype=np.float32), core0, k4, inv_p3, z, rp)
@@ -134,7 +134,7 @@ def _radial_at(tau, core0, k4, inv_p3, z: float, rp: Radial):
     p_core = q - np.exp(q)
     np.exp(p_core, out=p_core)
     p_core *= f32(rp.p_scale * (2.632 - 0.00094 * z))
-    np.minimum(p_core, f32(1.0), out=p_core)
+    np.minimum(p_core, f32(rp.core_max), out=p_core)
     return r_core, r_tail, p_core
 
 

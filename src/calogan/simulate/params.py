@@ -30,12 +30,13 @@ __all__ = [
 ]
 
 PARAMS_FORMAT = "calogan-simulate-params"
-PARAMS_VERSION = 3
+PARAMS_VERSION = 4
 # Keys each version added, by section: a file of an older version reads with their defaults,
 # which leave out what they model (version 2: the soft photons and quanta, light tail, early
 # and late spots, the energy dependence of the pion model; version 3: a core radius growing
-# as a power of the shower's age, pi0s of later generations), so it gives the showers it
-# gave before, but for the active convention's sampling (``deposit.sampled_share``).
+# as a power of the shower's age, pi0s of later generations; version 4: a tail even in the
+# youngest shower), so it gives the showers it gave before, but for the active convention's
+# sampling (``deposit.sampled_share``).
 _ADDED_IN = {
     2: {
         "em.halo": None,
@@ -44,6 +45,7 @@ _ADDED_IN = {
         "hadronic": {"visible_slope", "r_slope"},
     },
     3: {"em.radial": {"core_power"}, "hadronic": {"em_late"}},
+    4: {"em.radial": {"core_max"}},
 }
 
 # Particles the simulator knows and the shipped parameter file each one uses. Electrons and
@@ -99,7 +101,11 @@ class Radial:
     same mean profile from more, lighter spots away from the axis. The core radius grows as
     z1 + z2 tau^``core_power`` (GFlash: linearly): a young shower's energy is carried by a
     few energetic particles close to its axis, and Geant4's first layer holds 75 % of a
-    50 GeV e+'s energy within 5 mm of the axis where a linear growth puts 63 %.
+    50 GeV e+'s energy within 5 mm of the axis where a linear growth puts 63 %. The core
+    probability is capped at ``core_max`` (GFlash: 1): scaled up to fit the core of the
+    shower's maximum, GFlash's p reaches 1 over the first ~0.3-0.8 of the age, and the first
+    layer gets no tail at all, where Geant4 puts 2x the simulator's energy 2-8 cm from the
+    axis of a 50 GeV e+ (wide-angle soft particles from the first radiation lengths on).
     """
 
     core_scale: float = 1.0
@@ -110,6 +116,7 @@ class Radial:
     r_max: float = 5.0  # Moliere radii: the profile's r^-3 tail is cut here (see em_spots)
     outer_spots: float = 1.0  # >= 1: spots drawn further out, more numerous and lighter there (see em_spots)
     core_power: float = 1.0  # the core radius's age term is z2 tau^core_power
+    core_max: float = 1.0  # the core probability's cap: 1 - core_max of the energy is in the tail at every age
 
     def __post_init__(self) -> None:
         _require(
@@ -122,6 +129,7 @@ class Radial:
             r_max=self.r_max > 0,
             outer_spots=self.outer_spots >= 1,
             core_power=0.1 <= self.core_power <= 10,
+            core_max=0 < self.core_max <= 1,
         )
 
 
