@@ -1,6 +1,7 @@
 import json
 import math
 import os
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -133,6 +134,43 @@ def test_quanta_are_seen_whole_in_part_or_not_at_all():
     assert (seen(np.random.default_rng(4), 1000, Halo(ehat=0.2, whole=0.5), sf) * sf <= 1.0).all()  # whole capped at the mean share
 
 
+def test_grains_grow_at_the_end_of_the_shower():
+    from calogan.simulate.em import grains, seen
+    from calogan.simulate.params import Sampling
+
+    sp = Sampling(grain_age=4.0)
+    tau = np.array([0.0, 2.0, 4.0, 8.0], dtype=np.float32)
+    np.testing.assert_allclose(grains(tau, sp), [1.0, 1.0625, 2.0, 17.0], rtol=1e-6)  # 1 + (tau / 4)^4
+    with pytest.raises(ConfigError, match="grain_age"):
+        Sampling(grain_age=-1.0)
+    # a quantum's partial sightings are divided by the grain, moved to whole ones: the same mean
+    hp, sf, n = Halo(ehat=0.72, whole=0.07), 0.25, 400_000
+    whole, part = 0.07, 3 * (0.72 * sf - 0.07)
+    np.testing.assert_array_equal(
+        seen(np.random.default_rng(4), 1000, hp, sf, np.ones(1000, np.float32)), seen(np.random.default_rng(4), 1000, hp, sf)
+    )
+    frac = seen(np.random.default_rng(5), n, hp, sf, np.full(n, 4.0, np.float32)) * sf
+    assert (frac > 0).mean() == pytest.approx(whole + part / 3 * 0.75 + part / 4, abs=0.003)
+    assert (frac == 1).mean() == pytest.approx(whole + part / 3 * 0.75, abs=0.003)
+    assert frac.mean() == pytest.approx(0.72 * sf, rel=0.01)
+
+
+def test_grains_leave_the_back_layer_dark_more_often_not_dimmer():
+    base = default_params("e+")
+    grainy = replace(base, em=replace(base.em, sampling=replace(base.em.sampling, grain_age=2.0)))
+    g = preset("calogan")
+    back = g.layer_slice(2)
+    e = np.full(1500, 10.0)
+    plain = simulate(g, "e+", e, seed=3, mode="active", params=base).cells[:, back].astype(np.float64)
+    late = simulate(g, "e+", e, seed=3, mode="active", params=grainy).cells[:, back].astype(np.float64)
+    # the back layer of a 10 GeV e+ is 4-5 mean depths of the maximum deep: grains of
+    # 1 + (4.5 / 2)^4 ~ 27 times the first layers' light up far fewer of its cells ...
+    assert (late > 0).sum(1).mean() < 0.6 * (plain > 0).sum(1).mean()
+    # ... with the same active energy (within 4 standard errors of the difference)
+    d = late.sum(1) - plain.sum(1)
+    assert abs(d.mean()) < 4 * d.std() / math.sqrt(len(d))
+
+
 def test_quanta_keep_the_energy_on_average():
     hp = Halo(energy_mev=0.7, energy_sigma=0.8, merge=1.0)
     mean_q = 0.7 * math.exp(0.32)
@@ -228,7 +266,6 @@ def test_light_spots_and_quanta_keep_the_mean_shower():
     """The light tail, early and late spots and the quanta change how a shower's energy is
     cut into deposits, not where it goes on average: mean layer energies and layer-1 widths
     stay, while many more cells are hit."""
-    from dataclasses import replace
 
     from calogan import observables as ob
 
@@ -523,9 +560,15 @@ def test_params_round_trip_and_validation(tmp_path):
     del d["em"]["radial"]["core_max"]
     path.write_text(json.dumps(d))
     assert load_params(path).em.radial.core_max == 1.0
-    d["version"] = 5
+    # a version-4 file: the active grains the same at every age
+    d = json.loads(json.dumps(p.to_dict()))
+    d["version"] = 4
+    del d["em"]["sampling"]["grain_age"]
     path.write_text(json.dumps(d))
-    with pytest.raises(ConfigError, match="version 5, this calogan reads versions 1 to 4"):
+    assert load_params(path).em.sampling.grain_age == 0.0
+    d["version"] = 6
+    path.write_text(json.dumps(d))
+    with pytest.raises(ConfigError, match="version 6, this calogan reads versions 1 to 5"):
         load_params(path)
     assert default_params("e-").particle == "e-" and default_params("pi-").hadronic == default_params("pi+").hadronic
 

@@ -896,10 +896,14 @@ def _fit_sampling_pair(
     # the cells that see anything in the active convention: set by the share of the soft photons
     hits_target = _binned_means(obs.layer_hits(active.data.cells, g), data.e_inc, total)
     hits_ok = hits_target > 0.5
+    # and the showers that leave a layer dark: the grains of the shower's end (``Sampling.grain_age``)
+    empty_of = lambda cells: _binned_means((obs.layer_energies(cells, g) <= 0).astype(np.float64), data.e_inc, total)  # noqa: E731
+    empty_target = empty_of(active.data.cells)
+    empty_keep = empty_target.max(axis=0) > 0  # layers that are ever empty in the reference
     bins = [(data.e_inc[s].min(), data.e_inc[s].max()) for s in total.bins]
 
     def with_shares(x) -> EMParams:
-        sp = replace(sp1, ehat=x[0], ehat_boost=x[1], ehat_tau=x[2], ehat_tail=x[3])
+        sp = replace(sp1, ehat=x[0], ehat_boost=x[1], ehat_tau=x[2], ehat_tail=x[3], grain_age=x[6])
         return replace(em, sampling=sp, halo=replace(em.halo, ehat=x[4], whole=x[5]))
 
     def simulated(x):
@@ -911,28 +915,33 @@ def _fit_sampling_pair(
             layers.append([sim_e_act[m, i].sum() / sim_e_tot[m, i].sum() for i in keep])
         lat = _binned_means(_lateral_targets(total, sim_a), tiled, total) / sim_lat_t
         hits = _binned_means(obs.layer_hits(sim_a.cells, g), tiled, total)
-        return np.array(layers), lat, hits
+        empty = _binned_means((obs.layer_energies(sim_a.cells, g) <= 0).astype(np.float64), tiled, total)
+        return np.array(layers), lat, hits, empty
 
     def residuals(x):
-        layers, lat, hits = simulated(x)
+        layers, lat, hits, empty = simulated(x)
         return np.concatenate(
             [
                 ((layers / target - 1) / 0.002).ravel(),
                 ((lat / lat_ratio - 1) / 0.005).ravel(),
                 ((hits / np.where(hits_ok, hits_target, 1.0) - 1) / 0.03)[hits_ok],
+                ((empty - empty_target)[:, empty_keep] / 0.01).ravel(),
             ]
         )
 
-    x0 = [sp1.ehat, sp1.ehat_boost, sp1.ehat_tau, 1.0, em.halo.ehat, em.halo.whole or 0.07]
+    # grain_age starts near where the back layer's grains are twice the first layers' (Geant4 e+
+    # and gamma: about 4.7 mean depths of the maximum); at its upper bound, 30, the grains stay
+    # as they are within the profile's age cap (``em_spots``)
+    x0 = [sp1.ehat, sp1.ehat_boost, sp1.ehat_tau, 1.0, em.halo.ehat, em.halo.whole or 0.07, em.sampling.grain_age or 4.7]
     fit = least_squares(
         residuals,
         x0,
-        bounds=([0.05, 0.0, 0.01, 0.05, 0.05, 0.0], [2.0, 5.0, 50.0, 2.0, 4.0, 1.0]),
+        bounds=([0.05, 0.0, 0.01, 0.05, 0.05, 0.0, 1.0], [2.0, 5.0, 50.0, 2.0, 4.0, 1.0, 30.0]),
         diff_step=0.01,
-        x_scale=[0.05, 0.1, 0.3, 0.1, 0.1, 0.02],
+        x_scale=[0.05, 0.1, 0.3, 0.1, 0.1, 0.02, 0.3],
     )
     em_fit = with_shares(fit.x)
-    layers, lat, hits = simulated(fit.x)
+    layers, lat, hits, empty = simulated(fit.x)
     worst_layer = np.abs(layers / target - 1).max()
     worst_lat = np.abs(lat / lat_ratio - 1).max()
     worst_hits = np.abs(hits / np.where(hits_ok, hits_target, np.nan) - 1)
@@ -943,8 +952,10 @@ def _fit_sampling_pair(
     sp = replace(em_fit.sampling, stochastic=stochastic * a_ref / a_sim)
     log(
         f"  sampling: e/mip {sp.ehat:.4f}, shape 1 + {sp.ehat_boost:.3f} exp(-tau/{sp.ehat_tau:.3f}), tail x{sp.ehat_tail:.3f},"
-        f" soft photons x{em_fit.halo.ehat:.3f} ({em_fit.halo.whole:.3f} seen whole) (worst miss: layer ratio {100 * worst_layer:.2f}%, lateral ratio {100 * worst_lat:.2f}%,"
-        f" active hit cells {100 * np.nanmax(worst_hits, initial=0):.1f}%); a = {a_ref:.4f} sqrt(GeV) (simulated {a_sim:.4f}"
+        f" soft photons x{em_fit.halo.ehat:.3f} ({em_fit.halo.whole:.3f} seen whole), grains doubled at age {sp.grain_age:.2f}"
+        f" (worst miss: layer ratio {100 * worst_layer:.2f}%, lateral ratio {100 * worst_lat:.2f}%,"
+        f" active hit cells {100 * np.nanmax(worst_hits, initial=0):.1f}%, empty layer {np.abs(empty - empty_target)[:, empty_keep].max(initial=0):.3f});"
+        f" a = {a_ref:.4f} sqrt(GeV) (simulated {a_sim:.4f}"
         f" before correction), stochastic {sp.stochastic:.4f}"
     )
     return sp, em_fit.halo

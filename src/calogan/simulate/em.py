@@ -43,6 +43,7 @@ __all__ = [
     "deposited_energy",
     "ehat_shape",
     "em_spots",
+    "grains",
     "halo_spots",
     "mean_quantum",
     "n_spots",
@@ -349,7 +350,11 @@ def em_spots(
     uu, vv, energy = uu.reshape(-1), vv.reshape(-1), energy.reshape(-1)
     idx = np.repeat(idx, m)
     per_shower = counts * m
-    halo, e_halo = halo_spots(rng, per_shower, starts * m, s, uu, vv, shower, e_gev, e_dep * contained, media, params.halo, sp, active)
+    # the age of every spot, for the grains of its active share (``Sampling.grain_age``)
+    grain_age = (tau, each(1.0 / t_mean), m) if active and sp.grain_age > 0 else None
+    halo, e_halo = halo_spots(
+        rng, per_shower, starts * m, s, uu, vv, shower, e_gev, e_dep * contained, media, params.halo, sp, active, grain_age
+    )
     share = np.divide(e_dep * contained - e_halo, w_sum, out=np.zeros(n), where=w_sum > 0)
     energy *= np.repeat(share.astype(f32), per_shower)
     made = quanta(rng, energy, params.halo) if params.halo.merge > 0 else None
@@ -368,9 +373,15 @@ def em_spots(
     norm = np.divide(sp.ehat * np.add.reduceat(energy, starts * m, dtype=np.float64), drawn, out=np.zeros(n), where=drawn > 0)
     hat *= np.repeat(norm.astype(f32), per_shower)
     stochastic = sp.stochastic
+    grain = None
+    if grain_age is not None:  # per depth, then per spot
+        grain = np.repeat(grains(tau, sp), m)
+        stochastic = np.sqrt(grain)
+        stochastic *= f32(sp.stochastic)
     if made is not None and len(made):  # the quanta are seen whole, in part or not at all: no further sampling
-        hat[made] = seen(rng, len(made), params.halo, float(media.sf_mip[media.reference_layer()]))
-        stochastic = np.full(len(hat), sp.stochastic, dtype=f32)
+        hat[made] = seen(rng, len(made), params.halo, float(media.sf_mip[media.reference_layer()]), None if grain is None else grain[made])
+        if grain is None:
+            stochastic = np.full(len(hat), sp.stochastic, dtype=f32)
         stochastic[made] = 0.0
     return [Spots(shower=idx, s=s, u=uu, v=vv, energy=energy, ehat=hat, stochastic=stochastic), *halo]
 
@@ -446,7 +457,18 @@ def quanta(rng: np.random.Generator, energy: np.ndarray, hp: Halo) -> np.ndarray
     return made
 
 
-def seen(rng: np.random.Generator, k: int, hp: Halo, sf: float) -> np.ndarray:
+def grains(tau: np.ndarray, sp: Sampling) -> np.ndarray:
+    """(K,) float32 1 + (tau / ``sp.grain_age``)^4: how much larger the active grains of
+    deposits at age tau (K,) are than at the shower's start (see ``params.Sampling``)."""
+    f32 = np.float32
+    g = np.asarray(tau, dtype=f32) * f32(1.0 / sp.grain_age)
+    g *= g  # a float32 power is not vectorised; two squares are
+    g *= g
+    g += f32(1.0)
+    return g
+
+
+def seen(rng: np.random.Generator, k: int, hp: Halo, sf: float, grain: np.ndarray | None = None) -> np.ndarray:
     """(k,) float32 active shares, relative to the MIP sampling fraction ``sf``, of k soft quanta.
 
     A soft photon converts at one point, in the absorber or in a gap, and its electron
@@ -454,7 +476,8 @@ def seen(rng: np.random.Generator, k: int, hp: Halo, sf: float) -> np.ndarray:
     U^2, U uniform: an electron from the absorber that reaches into a gap), or not at all,
     its mean share being ``hp.ehat`` sf. (Geant4: of the cells
     holding 0.3-1 MeV in the total convention, 71 % read zero in the active one and 7 %
-    read it all.)
+    read it all.) ``grain`` (k,) >= 1 divides each quantum's chance to be seen in part and
+    moves the share it takes to being seen whole, the mean unchanged (``grains``).
     """
     f32 = np.float32
     whole = min(hp.whole, hp.ehat * sf)
@@ -464,9 +487,17 @@ def seen(rng: np.random.Generator, k: int, hp: Halo, sf: float) -> np.ndarray:
     u = rng.random(k, dtype=f32)
     if part <= 0:
         return np.where(u < f32(whole), f32(1.0 / sf), f32(0.0))
-    v = u - f32(whole)
-    v *= f32(1.0 / part)
-    frac = np.where(u < f32(whole), f32(1.0), np.where(v < f32(1.0), v * v, f32(0.0)))
+    if grain is None:
+        w, inv_part = f32(whole), f32(1.0 / part)
+    else:  # part / grain in part and whole + (part - part / grain) / 3 whole: the same mean
+        inv_part = grain * f32(1.0 / part)
+        w = np.reciprocal(grain)
+        w -= f32(1.0)
+        w *= f32(-part / 3.0)
+        w += f32(whole)
+    v = u - w
+    v *= inv_part
+    frac = np.where(u < w, f32(1.0), np.where(v < f32(1.0), v * v, f32(0.0)))
     frac *= f32(1.0 / sf)
     return frac
 
@@ -488,12 +519,15 @@ def halo_spots(
     hp: Halo,
     sp: Sampling,
     active: bool,
+    grain_age: tuple[np.ndarray, np.ndarray, int] | None = None,
 ) -> tuple[list[Spots], np.ndarray]:
     """The soft-photon quanta of n showers (see ``params.Halo``) and the energy they take, (n,) MeV.
 
     Shower i's spots are ``starts[i]`` .. ``starts[i] + counts[i] - 1`` of (s, u, v) (K,) mm;
     ``shower`` (n,) indexes the tracks, ``budget`` (n,) MeV is what the shower deposits in front
-    of the back face. Returns ([], zeros) without a halo.
+    of the back face. ``grain_age`` (the age of each depth (D,), 1/<T> of each depth's shower
+    (D,) in 1/X0, spots per depth) ages the quanta for ``Sampling.grain_age``: the age where
+    the quantum lands. Returns ([], zeros) without a halo.
     """
     n = len(counts)
     if hp.per_gev <= 0:
@@ -550,5 +584,16 @@ def halo_spots(
         e_halo = e_halo * cap
     if not active:
         return [Spots(np.repeat(shower, nh), s_h, u_h, v_h, energy, 1.0, sp.stochastic)], e_halo
-    hat = seen(rng, kh, hp, float(media.sf_mip[media.reference_layer()]))
+    grain = None
+    if grain_age is not None:
+        tau, inv_t, m = grain_age
+        depth = origin // m
+        # the age where the quantum lands: its flight along the axis, in X0 of the reference medium
+        age = cos * flight
+        age *= f32(1.0 / x0)
+        age *= inv_t[depth]
+        age += tau[depth]
+        np.maximum(age, f32(0.0), out=age)
+        grain = grains(age, sp)
+    hat = seen(rng, kh, hp, float(media.sf_mip[media.reference_layer()]), grain)
     return [Spots(np.repeat(shower, nh), s_h, u_h, v_h, energy, hat, 0.0)], e_halo

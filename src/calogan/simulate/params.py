@@ -30,13 +30,13 @@ __all__ = [
 ]
 
 PARAMS_FORMAT = "calogan-simulate-params"
-PARAMS_VERSION = 4
+PARAMS_VERSION = 5
 # Keys each version added, by section: a file of an older version reads with their defaults,
 # which leave out what they model (version 2: the soft photons and quanta, light tail, early
 # and late spots, the energy dependence of the pion model; version 3: a core radius growing
 # as a power of the shower's age, pi0s of later generations; version 4: a tail even in the
-# youngest shower), so it gives the showers it gave before, but for the active convention's
-# sampling (``deposit.sampled_share``).
+# youngest shower; version 5: active deposits in larger grains as the shower ages), so it gives
+# the showers it gave before, but for the active convention's sampling (``deposit.sampled_share``).
 _ADDED_IN = {
     2: {
         "em.halo": None,
@@ -46,6 +46,7 @@ _ADDED_IN = {
     },
     3: {"em.radial": {"core_power"}, "hadronic": {"em_late"}},
     4: {"em.radial": {"core_max"}},
+    5: {"em.sampling": {"grain_age"}},
 }
 
 # Particles the simulator knows and the shipped parameter file each one uses. Electrons and
@@ -258,7 +259,18 @@ class Sampling:
     times ``ehat_tail`` for spots of the radial tail (soft photons, whose energy the high-Z
     absorber takes more than its share of). Sampling fluctuations sigma/E = a/sqrt(E/GeV)
     with a = ``stochastic`` sqrt(MIP energy per sampling period / MeV) (Fabjan's rule) are
-    drawn per spot as a Gamma factor of relative variance a^2/e.
+    drawn per cell (``deposit.sampled_share``): the active energy arrives in grains, and a
+    small deposit can miss the gaps altogether.
+
+    The grains grow at the end of the shower: there it is a bath of photons of a few MeV
+    (the minimum of their attenuation in lead) that convert or scatter mostly in the
+    absorber, whose electrons reach a gap rarely and then whole, where its start is charged
+    tracks crossing every gap. A spot at age tau = t/<T> has its sampling variance scaled by
+    g = 1 + (tau/``grain_age``)^4, and a soft quantum its chance to be seen in part divided
+    by g, the means unchanged; the fourth power makes it an onset where the charged
+    particles die out (Geant4, 1-100 GeV e+ cells of 1-3 MeV in the total convention: 48
+    and 52 % read nonzero in the active one in the first two layers, 37 % in the back
+    layer, 28-31 X0 deep). ``grain_age = 0`` leaves it out.
     """
 
     ehat: float = 0.77
@@ -266,6 +278,7 @@ class Sampling:
     ehat_tau: float = 1.0
     ehat_tail: float = 1.0
     stochastic: float = 0.04
+    grain_age: float = 0.0
 
     def __post_init__(self) -> None:
         _require(
@@ -275,6 +288,7 @@ class Sampling:
             ehat_tau=self.ehat_tau > 0,
             ehat_tail=self.ehat_tail > 0,
             stochastic=self.stochastic >= 0,
+            grain_age=self.grain_age >= 0,
         )
 
 
