@@ -639,7 +639,7 @@ def cell_structure(data: ShowerData, ref: _Reference) -> dict[str, np.ndarray]:
         spectrum.append(np.quantile(hits, _SPECTRUM_QUANTILES) if len(hits) else np.zeros(len(_SPECTRUM_QUANTILES)))
     return {
         "hits": _binned_means(obs.layer_hits(cells, g), e_inc, ref),
-        "empty": _binned_means((obs.layer_energies(cells, g) <= 0).astype(np.float64), e_inc, ref),
+        "empty": _empty_layers(cells, g, e_inc, ref),
         "ring_energy": _binned_means(np.stack(ring_e, axis=1), e_inc, ref),
         "ring_occupancy": _binned_means(np.stack(ring_occ, axis=1), e_inc, ref),
         "spectrum": np.array(spectrum),
@@ -649,6 +649,11 @@ def cell_structure(data: ShowerData, ref: _Reference) -> dict[str, np.ndarray]:
         "smooth": _ring_smoothness(cells, e_inc, ref),
         "e_ratio": _binned_medians(obs.e_ratio(cells, g)[:, _lateral_layers(ref, g)], e_inc, ref),
     }
+
+
+def _empty_layers(cells: np.ndarray, geometry, e_inc: np.ndarray, ref: _Reference) -> np.ndarray:
+    """(n_bins, L) share of the showers (N, n_cells) of each of the reference's bins with nothing in a layer."""
+    return _binned_means((obs.layer_energies(cells, geometry) <= 0).astype(np.float64), e_inc, ref)
 
 
 def _ring_smoothness(cells: np.ndarray, e_inc: np.ndarray, ref: _Reference) -> np.ndarray:
@@ -897,8 +902,7 @@ def _fit_sampling_pair(
     hits_target = _binned_means(obs.layer_hits(active.data.cells, g), data.e_inc, total)
     hits_ok = hits_target > 0.5
     # and the showers that leave a layer dark: the grains of the shower's end (``Sampling.grain_age``)
-    empty_of = lambda cells: _binned_means((obs.layer_energies(cells, g) <= 0).astype(np.float64), data.e_inc, total)  # noqa: E731
-    empty_target = empty_of(active.data.cells)
+    empty_target = _empty_layers(active.data.cells, g, data.e_inc, total)
     empty_keep = empty_target.max(axis=0) > 0  # layers that are ever empty in the reference
     bins = [(data.e_inc[s].min(), data.e_inc[s].max()) for s in total.bins]
 
@@ -915,7 +919,7 @@ def _fit_sampling_pair(
             layers.append([sim_e_act[m, i].sum() / sim_e_tot[m, i].sum() for i in keep])
         lat = _binned_means(_lateral_targets(total, sim_a), tiled, total) / sim_lat_t
         hits = _binned_means(obs.layer_hits(sim_a.cells, g), tiled, total)
-        empty = _binned_means((obs.layer_energies(sim_a.cells, g) <= 0).astype(np.float64), tiled, total)
+        empty = _empty_layers(sim_a.cells, g, tiled, total)
         return np.array(layers), lat, hits, empty
 
     def residuals(x):
