@@ -24,7 +24,8 @@ the cells look like Geant4's, not only their averages (``params.Deposit``, ``par
 - soft photons fly centimetres before they deposit (``halo_spots``): the cells far from the
   axis and the back layer light up one quantum at a time.
 
-The sampling fluctuations of small deposits are drawn per cell (``deposit.sampled_share``).
+The sampling fluctuations of small deposits are drawn per cell (``deposit.sampled_share``), in
+grains that grow at the end of the shower (``grains``, ``params.Sampling``).
 """
 
 from __future__ import annotations
@@ -351,9 +352,9 @@ def em_spots(
     idx = np.repeat(idx, m)
     per_shower = counts * m
     # the age of every spot, for the grains of its active share (``Sampling.grain_age``)
-    grain_age = (tau, each(1.0 / t_mean), m) if active and sp.grain_age > 0 else None
+    ages = (tau, each(1.0 / t_mean), m) if active and sp.grain_age > 0 else None
     halo, e_halo = halo_spots(
-        rng, per_shower, starts * m, s, uu, vv, shower, e_gev, e_dep * contained, media, params.halo, sp, active, grain_age
+        rng, per_shower, starts * m, s, uu, vv, shower, e_gev, e_dep * contained, media, params.halo, sp, active, ages
     )
     share = np.divide(e_dep * contained - e_halo, w_sum, out=np.zeros(n), where=w_sum > 0)
     energy *= np.repeat(share.astype(f32), per_shower)
@@ -374,7 +375,7 @@ def em_spots(
     hat *= np.repeat(norm.astype(f32), per_shower)
     stochastic = sp.stochastic
     grain = None
-    if grain_age is not None:  # per depth, then per spot
+    if ages is not None:  # per depth, then per spot
         grain = np.repeat(grains(tau, sp), m)
         stochastic = np.sqrt(grain)
         stochastic *= f32(sp.stochastic)
@@ -519,13 +520,13 @@ def halo_spots(
     hp: Halo,
     sp: Sampling,
     active: bool,
-    grain_age: tuple[np.ndarray, np.ndarray, int] | None = None,
+    ages: tuple[np.ndarray, np.ndarray, int] | None = None,
 ) -> tuple[list[Spots], np.ndarray]:
     """The soft-photon quanta of n showers (see ``params.Halo``) and the energy they take, (n,) MeV.
 
     Shower i's spots are ``starts[i]`` .. ``starts[i] + counts[i] - 1`` of (s, u, v) (K,) mm;
     ``shower`` (n,) indexes the tracks, ``budget`` (n,) MeV is what the shower deposits in front
-    of the back face. ``grain_age`` (the age of each depth (D,), 1/<T> of each depth's shower
+    of the back face. ``ages`` (the age of each depth (D,), 1/<T> of each depth's shower
     (D,) in 1/X0, spots per depth) ages the quanta for ``Sampling.grain_age``: the age where
     the quantum lands. Returns ([], zeros) without a halo.
     """
@@ -585,8 +586,8 @@ def halo_spots(
     if not active:
         return [Spots(np.repeat(shower, nh), s_h, u_h, v_h, energy, 1.0, sp.stochastic)], e_halo
     grain = None
-    if grain_age is not None:
-        tau, inv_t, m = grain_age
+    if ages is not None:
+        tau, inv_t, m = ages
         depth = origin // m
         # the age where the quantum lands: its flight along the axis, in X0 of the reference medium
         age = cos * flight
