@@ -163,6 +163,32 @@ def test_pions_are_reported_as_they_are():
         assert abs(by[(b, "fraction_1")].deviation) < 0.1
 
 
+def test_pion_sampling_stage_matches_the_active_share_bin_by_bin():
+    """From a hadronic share far too high (1.6 f_mip), the pions' sampling fit brings every
+    bin's active/total ratio to Geant4's: the 1-50 GeV bin, where the hadronic part weighs
+    most, would otherwise be the most wrong."""
+    from calogan.simulate.calibrate import _fit_pion_sampling
+
+    total = _first(geant4_file("g4_piplus_total.h5"), 600)
+    active = _first(geant4_file("g4_piplus_active.h5"), 600)
+    start = default_params("pi+")
+    start = replace(start, hadronic=replace(start.hadronic, ehat=1.6))
+    ref_mip = total.cells.sum(axis=1) < 545.0
+    lines = []
+    hp, em = _fit_pion_sampling(total, active, ref_mip, "pi+", start, 0, 1, 50.0, lines.append)
+    assert "EM part e/mip" in lines[-1] and hp.ehat < 1.3
+    fitted = replace(start, hadronic=hp, em=em)
+    low = total.e_inc < 50
+    g4 = active.cells[low].sum() / total.cells[low].sum()
+
+    def ratio(params):
+        e = np.tile(total.e_inc[low], 2)
+        t = simulate(total.geometry, "pi+", e, seed=7, mode="total", params=params).cells.sum()
+        return simulate(total.geometry, "pi+", e, seed=7, mode="active", params=params).cells.sum() / t
+
+    assert abs(ratio(fitted) / g4 - 1) < 0.04 < abs(ratio(start) / g4 - 1)
+
+
 def test_longitudinal_stage_recovers_the_layer_fractions():
     ref = _first(geant4_file("g4_eplus_total.h5"), 400)
     start = default_params("e+")
