@@ -1203,26 +1203,24 @@ def _fit_pion_sampling(
     """
     from scipy.optimize import least_squares
 
-    g = total.geometry
-    med = media(g)
     hp, em = params.hadronic, params.em
-    ref_t = g.layer_sums(total.cells.astype(np.float64))
-    ref_a = g.layer_sums(active.cells.astype(np.float64))
+    ref_t = total.cells.sum(axis=1, dtype=np.float64)
+    ref_a = active.cells.sum(axis=1, dtype=np.float64)
 
     def sim_sums(h: HadronicParams, e: EMParams, mode: str) -> np.ndarray:
         sim = _simulate_like(total, particle, replace(params, hadronic=h, em=e), mode, seed, oversample)
         return sim.cells.sum(axis=1, dtype=np.float64)
 
+    st = sim_sums(hp, em, "total")  # simulated once: the total convention does not depend on the active shares
+    sim_mip = st < _mip_cut(media(total.geometry))
     for _ in range(3):
-        st, sa = sim_sums(hp, em, "total"), sim_sums(hp, em, "active")
-        sim_mip = st < _mip_cut(med)
+        sa = sim_sums(hp, em, "active")
         mip_ratio = (ref_a[ref_mip].sum() / ref_t[ref_mip].sum()) / (sa[sim_mip].sum() / st[sim_mip].sum())
         hp = replace(hp, mip_ehat=hp.mip_ehat * mip_ratio)
     ref = _reference(total, "total", bin_width)
     target = np.array([ref_a[sel].sum() / ref_t[sel].sum() for sel in ref.bins])
     tiled = np.tile(total.e_inc, oversample)
     in_bin = [(tiled >= total.e_inc[sel].min()) & (tiled <= total.e_inc[sel].max()) for sel in ref.bins]
-    st = sim_sums(hp, em, "total")  # the total convention does not depend on the active shares
 
     def shares(x) -> tuple[HadronicParams, EMParams]:
         return replace(hp, ehat=float(x[0])), replace(em, sampling=replace(em.sampling, ehat=float(x[1])))
