@@ -523,7 +523,7 @@ def test_params_round_trip_and_validation(tmp_path):
     del d["em"]["radial"]["wobble"]
     d["em"]["radial"]["r_max"] = -1.0
     path.write_text(json.dumps(d))
-    with pytest.raises(ConfigError, match=r"Radial.r_max = -1.0 is out of range"):
+    with pytest.raises(ConfigError, match=r"g\.json: em\.radial: Radial\.r_max = -1\.0 is out of range"):
         load_params(path)
     d["em"]["radial"]["r_max"] = 5.0
     del d["em"]["deposit"]["loss_mean"]

@@ -476,7 +476,10 @@ def _section(cls, values, where: str, optional: set[str] | None = None):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ConfigError(f"{where}.{name}: must be a finite number, got {value!r}")
         out[name] = int(value) if known[name].type in (int, "int") else float(value)
-    return cls(**out)
+    try:
+        return cls(**out)
+    except ConfigError as err:  # a value out of range: say which file (``where`` starts with it)
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def load_params(path: str | Path) -> SimParams:
