@@ -135,7 +135,7 @@ def test_shipped_parameters_reproduce_geant4(particle, convention):
     held to 30 % here; the full-statistics table (calogan calibrate --check) holds it to 20 %.
     The cell-level rows (hit cells per layer, empty layers) are held to what the shipped fits
     reach, short of their targets (10 %, 0.03): hit cells to 15 % (in these two wide bins the
-    shipped files reach 10 % for e+ and 12 % for gamma, whose active layer 1 has 11-12 % too
+    shipped files reach 9 % for e+ and 12 % for gamma, whose active layer 1 has 11-12 % too
     few hit cells above 50 GeV), empty layers to 0.06.
     """
     ref = _first(geant4_file(f"g4_{particle}_{convention}.h5"), 600)
@@ -148,6 +148,32 @@ def test_shipped_parameters_reproduce_geant4(particle, convention):
     for r in rows:
         tolerance = {"resolution": 0.30, "hits": 0.15, "empty": 0.06}.get(r.observable.split("_")[0], r.tolerance)
         assert abs(r.deviation) <= tolerance, format_table(rows)
+
+
+@pytest.mark.parametrize("particle", ["eplus", "gamma"])
+def test_shipped_parameters_give_layer_0_geant4s_lateral_tail(particle):
+    """Layer 0's strip profile above 50 GeV (first 600 Geant4 showers): the share of the layer's
+    energy in the central row's strips 5-10, 10-20 and 20-40 mm from the axis within 15 % of
+    Geant4's, 40-80 mm within 25 %. The version-5 e+ parameters failed it (+30 %, -16 %, -48 %,
+    -51 %: a core too wide and no tail); the shipped ones reach 7 % and 17 %, gamma's 10 % and 8 %.
+    """
+    ref = _first(geant4_file(f"g4_{particle}_total.h5"), 600)
+    name = "e+" if particle == "eplus" else "gamma"
+    sim = simulate(ref.geometry, name, np.tile(ref.e_inc, 2), seed=11, mode="total")
+    strip = ref.geometry.layers[0].cell_size[1]
+    distance = np.abs(np.arange(96) - 47.5) * strip  # mm from the axis to each strip's centre
+
+    def bands(data):
+        high = data.e_inc.ravel() >= 50
+        layer = data.cells[high][:, ref.geometry.layer_slice(0)].reshape(-1, 3, 96).astype(np.float64)
+        central = layer[:, 1].sum(axis=0)
+        return (
+            np.array([central[(distance >= lo) & (distance < hi)].sum() for lo, hi in ((5, 10), (10, 20), (20, 40), (40, 80))])
+            / layer.sum()
+        )
+
+    deviation = bands(sim) / bands(ref) - 1
+    assert np.all(np.abs(deviation) <= [0.15, 0.15, 0.15, 0.25]), deviation
 
 
 def test_pions_are_reported_as_they_are():
