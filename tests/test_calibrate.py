@@ -160,13 +160,14 @@ def test_shipped_parameters_give_layer_0_geant4s_lateral_tail(particle):
     ref = _first(geant4_file(f"g4_{particle}_total.h5"), 600)
     name = "e+" if particle == "eplus" else "gamma"
     sim = simulate(ref.geometry, name, np.tile(ref.e_inc, 2), seed=11, mode="total")
-    strip = ref.geometry.layers[0].cell_size[1]
-    distance = np.abs(np.arange(96) - 47.5) * strip  # mm from the axis to each strip's centre
+    layer_0 = ref.geometry.layers[0]
+    rows, strips = layer_0.shape
+    distance = np.abs(np.arange(strips) - (strips - 1) / 2) * layer_0.cell_size[1]  # mm from the axis to each strip's centre
 
     def bands(data):
         high = data.e_inc.ravel() >= 50
-        layer = data.cells[high][:, ref.geometry.layer_slice(0)].reshape(-1, 3, 96).astype(np.float64)
-        central = layer[:, 1].sum(axis=0)
+        layer = data.cells[high][:, ref.geometry.layer_slice(0)].reshape(-1, rows, strips).astype(np.float64)
+        central = layer[:, rows // 2].sum(axis=0)
         return (
             np.array([central[(distance >= lo) & (distance < hi)].sum() for lo, hi in ((5, 10), (10, 20), (20, 40), (40, 80))])
             / layer.sum()

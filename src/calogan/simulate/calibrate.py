@@ -1217,17 +1217,18 @@ def _fit_pion_sampling(
         sa = sim_sums(hp, em, "active")
         mip_ratio = (ref_a[ref_mip].sum() / ref_t[ref_mip].sum()) / (sa[sim_mip].sum() / st[sim_mip].sum())
         hp = replace(hp, mip_ehat=hp.mip_ehat * mip_ratio)
+    # a bin's active/total ratio of summed energies, as the ratio of the bin's mean sums
     ref = _reference(total, "total", bin_width)
-    target = np.array([ref_a[sel].sum() / ref_t[sel].sum() for sel in ref.bins])
+    target = _binned_means(ref_a, total.e_inc, ref) / _binned_means(ref_t, total.e_inc, ref)
     tiled = np.tile(total.e_inc, oversample)
-    in_bin = [(tiled >= total.e_inc[sel].min()) & (tiled <= total.e_inc[sel].max()) for sel in ref.bins]
+    st_binned = _binned_means(st, tiled, ref)
 
     def shares(x) -> tuple[HadronicParams, EMParams]:
         return replace(hp, ehat=float(x[0])), replace(em, sampling=replace(em.sampling, ehat=float(x[1])))
 
     def residuals(x):
         sa = sim_sums(*shares(x), "active")
-        return (np.array([sa[m].sum() / st[m].sum() for m in in_bin]) / target - 1.0) / 0.01
+        return (_binned_means(sa, tiled, ref) / st_binned / target - 1.0) / 0.01
 
     fit = least_squares(residuals, [hp.ehat, em.sampling.ehat], bounds=([0.1, 0.1], [3.0, 3.0]), diff_step=0.02, x_scale=[0.1, 0.05])
     hp, em = shares(fit.x)
