@@ -77,6 +77,11 @@ def test_spectrum_rows_quantiles_and_separation():
     assert a.hits_ref == a.hits_sim == 1.0 and a.ref == a.sim == pytest.approx(tuple(np.quantile(np.arange(1, 31), (0.1, 0.5, 0.9))))
     assert a.separation == 0.0
     assert b.hits_ref == 0.0 and np.isnan(b.separation) and np.isnan(b.ref[1])  # an empty layer
+    assert a.spread_ref == 0.0 and np.isnan(b.spread_ref)  # one hit in every shower; none at all
+    clumps = cells.copy()
+    clumps[::2, 2:4] = 1.0  # layer b: two hit cells in every other shower, none in the others
+    c = spectrum_rows(ShowerData(g, clumps, np.full(n, 5.0)), ref)[1]
+    assert c.hits_ref == 1.0 and c.spread_ref == 1.0 and np.isnan(c.spread_sim)  # variance 1 over mean 1
     far = ShowerData(g, cells * 1000, np.full(n, 5.0))
     assert spectrum_rows(ref, far)[0].separation == pytest.approx(1.0)  # no common bin
     text = format_spectrum(rows)

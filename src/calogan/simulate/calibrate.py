@@ -233,8 +233,13 @@ def format_table(rows: list[Row], labels: tuple[str, str] = ("Geant4", "param"))
 
 @dataclass(frozen=True)
 class SpectrumRow:
-    """The cell-energy spectrum of one layer in one energy bin: hit cells per shower,
-    quantiles of the hit-cell energies (MeV) and the separation power of log10 E_cell."""
+    """The cell-energy spectrum of one layer in one energy bin: hit cells per shower and
+    their variance over their mean, quantiles of the hit-cell energies (MeV) and the
+    separation power of log10 E_cell.
+
+    The variance over the mean of the hit count is 1 for cells hit independently (a Poisson
+    count) and grows where hits come in clumps or with a shower-wide factor; with the mean it
+    sets how often the layer is empty (``empty_<layer>`` in ``compare``)."""
 
     bin: str
     layer: int
@@ -244,6 +249,8 @@ class SpectrumRow:
     ref: tuple[float, ...]
     sim: tuple[float, ...]
     separation: float
+    spread_ref: float = math.nan  # variance over mean of the hit count; NaN where nothing is hit
+    spread_sim: float = math.nan
 
 
 SPECTRUM_QUANTILES = (0.1, 0.5, 0.9)
@@ -267,6 +274,7 @@ def spectrum_rows(ref: ShowerData, sim: ShowerData, bin_width: float = 10.0) -> 
         ss = (sim.e_inc >= lo) & (sim.e_inc < hi)
         if rs.sum() < _MIN_BIN or ss.sum() < _MIN_BIN:
             continue
+        hits_r, hits_s = obs.layer_hits(ref.cells[rs], g), obs.layer_hits(sim.cells[ss], g)
         for li in range(g.n_layers):
             a = obs.cell_spectrum(ref.cells[rs][:, g.layer_slice(li)])
             b = obs.cell_spectrum(sim.cells[ss][:, g.layer_slice(li)])
@@ -274,19 +282,33 @@ def spectrum_rows(ref: ShowerData, sim: ShowerData, bin_width: float = 10.0) -> 
             qa = tuple(np.quantile(a, SPECTRUM_QUANTILES)) if len(a) else nan
             qb = tuple(np.quantile(b, SPECTRUM_QUANTILES)) if len(b) else nan
             sep = metrics.separation_power(np.log10(a), np.log10(b), n_boot=0).value if len(a) and len(b) else math.nan
-            rows.append(SpectrumRow(f"{lo:g}-{hi:g}", li, len(a) / rs.sum(), len(b) / ss.sum(), SPECTRUM_QUANTILES, qa, qb, sep))
+            spreads = (_dispersion(hits_r[:, li]), _dispersion(hits_s[:, li]))
+            rows.append(SpectrumRow(f"{lo:g}-{hi:g}", li, len(a) / rs.sum(), len(b) / ss.sum(), SPECTRUM_QUANTILES, qa, qb, sep, *spreads))
     return rows
 
 
+def _dispersion(counts: np.ndarray) -> float:
+    """Variance over mean of per-shower counts (N,); NaN where the mean is 0."""
+    mean = float(np.mean(counts))
+    return float(np.var(counts)) / mean if mean > 0 else math.nan
+
+
 def format_spectrum(rows: list[SpectrumRow], labels: tuple[str, str] = ("reference", "param")) -> str:
-    """The spectra as text: hit cells per shower and hit-cell energy quantiles, reference / simulation."""
+    """The spectra as text: hit cells per shower, their variance over mean, and hit-cell energy
+    quantiles, reference / simulation."""
     qs = "/".join(f"q{round(100 * q)}" for q in SPECTRUM_QUANTILES)
-    head = f"{'bin [GeV]':>9}  {'layer':>5}  {'hit cells':>15}  {qs + ' [MeV] ' + labels[0]:>28}  {labels[1]:>24}  {'separation':>10}"
+    head = (
+        f"{'bin [GeV]':>9}  {'layer':>5}  {'hit cells':>15}  {'var/mean':>11}"
+        f"  {qs + ' [MeV] ' + labels[0]:>28}  {labels[1]:>24}  {'separation':>10}"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         fa = "/".join(f"{v:.3g}" for v in r.ref)
         fb = "/".join(f"{v:.3g}" for v in r.sim)
-        lines.append(f"{r.bin:>9}  {r.layer:>5}  {r.hits_ref:7.1f} {r.hits_sim:7.1f}  {fa:>28}  {fb:>24}  {r.separation:10.4f}")
+        lines.append(
+            f"{r.bin:>9}  {r.layer:>5}  {r.hits_ref:7.1f} {r.hits_sim:7.1f}  {r.spread_ref:5.2f} {r.spread_sim:5.2f}"
+            f"  {fa:>28}  {fb:>24}  {r.separation:10.4f}"
+        )
     return "\n".join(lines)
 
 
