@@ -274,10 +274,11 @@ def spectrum_rows(ref: ShowerData, sim: ShowerData, bin_width: float = 10.0) -> 
         ss = (sim.e_inc >= lo) & (sim.e_inc < hi)
         if rs.sum() < _MIN_BIN or ss.sum() < _MIN_BIN:
             continue
-        hits_r, hits_s = obs.layer_hits(ref.cells[rs], g), obs.layer_hits(sim.cells[ss], g)
+        cells_r, cells_s = ref.cells[rs], sim.cells[ss]  # the bin's showers, selected once for every layer
+        hits_r, hits_s = obs.layer_hits(cells_r, g), obs.layer_hits(cells_s, g)
         for li in range(g.n_layers):
-            a = obs.cell_spectrum(ref.cells[rs][:, g.layer_slice(li)])
-            b = obs.cell_spectrum(sim.cells[ss][:, g.layer_slice(li)])
+            a = obs.cell_spectrum(cells_r[:, g.layer_slice(li)])
+            b = obs.cell_spectrum(cells_s[:, g.layer_slice(li)])
             nan = (math.nan,) * len(SPECTRUM_QUANTILES)
             qa = tuple(np.quantile(a, SPECTRUM_QUANTILES)) if len(a) else nan
             qb = tuple(np.quantile(b, SPECTRUM_QUANTILES)) if len(b) else nan
