@@ -12,7 +12,7 @@ from calogan.errors import ConfigError
 from calogan.geometry import Geometry, GeometryError, Layer, preset
 from calogan.io import inspect, read_showers
 from calogan.simulate import BLOCK, Distribution, default_params, iter_simulate, load_params, media, save_params, simulate
-from calogan.simulate.deposit import CellMap, Spots, Tracks, deposit, sampled_share
+from calogan.simulate.deposit import CellMap, Spots, Tracks, deposit, sampled_share, slab_of
 from calogan.simulate.em import TINY_MEV, halo_spots, mean_quantum, quanta, quantum_energies
 from calogan.simulate.materials import layer_composition
 from calogan.simulate.params import Halo, SimParams
@@ -49,6 +49,16 @@ def test_cell_lookup_table_matches_the_direct_index():
         m.index(np.array([0.0, -0.01, 0.0, 0.0]), np.array([-240.0, 0.0, 240.0, 1.0]), np.array([1, 2, 1, 3])),
         [96, 288 + 5 * 12 + 6, 504, 432 + 6 * 6 + 3],
     )
+
+
+def test_float32_depths_find_the_same_slab_as_float64():
+    # faces not representable in float32 (0.1, 437.3 mm): float32 depths on either side of
+    # them are compared in float32 against the face rounded up, which is exactly z >= face
+    faces = np.array([0.1, 90.0, 437.3, 480.0])
+    near = np.float32(faces)
+    z = np.concatenate([near, np.nextafter(near, np.float32(-np.inf)), np.nextafter(near, np.float32(np.inf))])
+    np.testing.assert_array_equal(slab_of(z, faces), slab_of(z.astype(np.float64), faces))
+    np.testing.assert_array_equal(slab_of(np.array([0.1, 0.0999, 90.0, 500.0], np.float32), faces), [1, 0, 2, 4])
 
 
 def _one_cell(absorber):

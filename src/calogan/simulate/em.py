@@ -274,7 +274,11 @@ def em_spots(
     r_core, r_tail, p_core = _radial_at(tau, each(core0), each(k4), each(inv_p3), z, rp)
     u = rng.random((3, d, m), dtype=f32)  # the m spots of every depth
     core = u[0] < p_core[:, None]
-    radius = np.where(core, r_core[:, None], r_tail[:, None])  # (D, m)
+    # (D, m) the core or the tail radius of each spot's depth: a gather from the (D, 2) pairs
+    # (tail, core), 2.5x faster than np.where broadcasting the two (D, 1) columns
+    pick_radius = core.view(np.int8).astype(np.intp)
+    pick_radius += np.arange(0, 2 * d, 2)[:, None]
+    radius = np.stack((r_tail, r_core), axis=1).reshape(-1)[pick_radius]
     # Radial quantiles v stratified over the m spots of a depth ((j + U) / m: a shower of
     # thousands of particles is smooth, not a few hundred independent lumps) and drawn
     # outwards, v -> 1 - (1 - v)^k with weight k (1 - v)^(k - 1), k = ``outer_spots``: more,
@@ -421,9 +425,9 @@ def quantum_energies(rng: np.random.Generator, k: int, hp: Halo) -> np.ndarray:
     """
     table = _quantum_table(float(hp.energy_mev), float(hp.energy_sigma), float(hp.tiny))
     u = rng.random(k, dtype=np.float32)
+    # u < 1 is a multiple of 2^-24, so u * 2^15 is exact and below 2^15: no clipping needed
     u *= np.float32(_QUANTILES)
-    # float32 rounding can lift u * 2^15 to 2^15 itself
-    return table[np.minimum(u.astype(np.int32), _QUANTILES - 1)]
+    return table.take(u.astype(np.int32))  # take: faster than fancy indexing with an int32 key
 
 
 def mean_quantum(hp: Halo) -> float:
@@ -552,9 +556,11 @@ def halo_spots(
     x0 = media.x0[media.reference_layer()]
     flight = rng.standard_exponential(kh, dtype=f32)
     if hp.near_per_gev > 0:  # a shower's first n_far quanta fly far, the others near
-        far = at < np.repeat(first + n_far, nh)
-        flight *= np.where(far, f32(hp.flight_x0 * x0), f32(hp.near_flight_x0 * x0))
-        flight += np.where(far, f32(hp.min_flight_x0 * x0), f32(0.0))
+        # each shower's runs (n_far far, then the near ones) as one repeat of the pairs
+        # (far, near): no per-quantum mask
+        runs = np.stack((n_far, nh - n_far), axis=1).reshape(-1)
+        flight *= np.repeat(np.tile(np.array([hp.flight_x0 * x0, hp.near_flight_x0 * x0], dtype=f32), n), runs)
+        flight += np.repeat(np.tile(np.array([hp.min_flight_x0 * x0, 0.0], dtype=f32), n), runs)
     else:
         flight *= f32(hp.flight_x0 * x0)
         flight += f32(hp.min_flight_x0 * x0)
@@ -570,9 +576,9 @@ def halo_spots(
         np.clip(cos, f32(-1.0), f32(1.0), out=cos)  # float32 rounding at the ends
     across = np.sqrt(f32(1.0) - cos * cos) * flight
     w[1] *= f32(2.0 * math.pi)
-    s_h = s[origin] + cos * flight
-    u_h = u[origin] + across * np.cos(w[1])
-    v_h = v[origin] + across * np.sin(w[1])
+    s_h = s.take(origin) + cos * flight
+    u_h = u.take(origin) + across * np.cos(w[1])
+    v_h = v.take(origin) + across * np.sin(w[1])
     energy = quantum_energies(rng, kh, hp)
     # (n,) the quanta of each shower are contiguous; reduceat, not a float64 cumsum (20x the time)
     e_halo = np.zeros(n)
