@@ -368,7 +368,8 @@ def deposit(
         if active:
             eh = part.energy * part.ehat
             sums["eh"] += np.bincount(key, weights=eh, minlength=n * width)
-            sums["var"] += np.bincount(key, weights=eh * part.ehat * np.square(part.stochastic), minlength=n * width)
+            if np.ndim(part.stochastic) or part.stochastic != 0:  # soft quanta (stochastic 0) add no variance
+                sums["var"] += np.bincount(key, weights=eh * part.ehat * np.square(part.stochastic), minlength=n * width)
     if not active:
         cells = sums["e"].reshape(n, width)[:, :-1]
     else:

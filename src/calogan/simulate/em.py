@@ -373,7 +373,7 @@ def em_spots(
     np.exp(hat, out=hat)
     hat *= f32(sp.ehat_boost)
     hat += f32(1.0)  # ehat_shape(t / T)
-    hat = np.where(core, hat[:, None], hat[:, None] * f32(sp.ehat_tail)).reshape(-1)
+    hat = np.stack((hat * f32(sp.ehat_tail), hat), axis=1).reshape(-1)[pick_radius].reshape(-1)  # (tail, core) as the radii
     drawn = np.add.reduceat(energy * hat, starts * m, dtype=np.float64)
     norm = np.divide(sp.ehat * np.add.reduceat(energy, starts * m, dtype=np.float64), drawn, out=np.zeros(n), where=drawn > 0)
     hat *= np.repeat(norm.astype(f32), per_shower)
@@ -502,7 +502,10 @@ def seen(rng: np.random.Generator, k: int, hp: Halo, sf: float, grain: np.ndarra
         w += f32(whole)
     v = u - w
     v *= inv_part
-    frac = np.where(u < w, f32(1.0), np.where(v < f32(1.0), v * v, f32(0.0)))
+    # U^2 below 1, 0 above, then 1 where whole: masks and copyto, not two nested np.where
+    frac = v * v
+    frac *= v < f32(1.0)
+    np.copyto(frac, f32(1.0), where=u < w)
     frac *= f32(1.0 / sf)
     return frac
 
