@@ -85,7 +85,9 @@ def test_a_production_survives_a_killed_worker_equals_one_process_and_reruns_onl
             killer.join()
         assert killed, "no worker was caught writing a shard"
         assert killed[0][0] not in client.run(os.getpid).values()  # that worker died; the nanny started a new one
-        assert result.produced == SHARDS and result.skipped == 0 and len(result.peak_rss) == 2
+        # peak memory of the live workers: the restarted one may not be back yet when the last
+        # shard finishes on the other (a loaded machine takes seconds to start a worker)
+        assert result.produced == SHARDS and result.skipped == 0 and len(result.peak_rss) in (1, 2)
         assert not list(out.glob(".*.tmp.h5"))  # the killed writer's temporary is gone
 
         manifest = read_manifest(out)
