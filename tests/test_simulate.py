@@ -181,6 +181,68 @@ def test_grains_leave_the_back_layer_dark_more_often_not_dimmer():
     assert abs(d.mean()) < 4 * d.std() / math.sqrt(len(d))
 
 
+def test_spots_of_a_depth_spread_along_the_shower():
+    """With ``depth_spread`` the spots of a depth t past the mean maximum T lie at
+    t + spread (U - 1/2) (t - T) along the axis, each its own U, converted at the layer's mm
+    per X0; before T and across the axis nothing moves."""
+    from calogan.simulate.em import em_spots, profile_moments
+
+    g = preset("calogan")
+    med = media(g)
+    p = default_params("e+").em
+    n = 40
+    e = np.full(n, 20.0)
+    tracks = Tracks.make(n)
+
+    def first(spread):
+        em = replace(p, deposit=replace(p.deposit, depth_spread=spread))
+        return em_spots(np.random.default_rng(8), e, e * 1000.0, np.zeros(n), np.arange(n), tracks, med, em, active=False)[0]
+
+    plain, spread = first(0.0), first(0.5)
+    np.testing.assert_array_equal(spread.u, plain.u)  # the same draws before the offsets
+    np.testing.assert_array_equal(spread.v, plain.v)
+    m = p.deposit.lateral
+    at = plain.s.reshape(-1, m)
+    assert (at == at[:, :1]).all()  # without the spread a depth's spots share its depth
+    # the depth t in X0 from the plain spots' path (depths inside the calorimeter: behind it
+    # the spots carry no energy), and T of a 20 GeV e+
+    inside = at[:, 0] < med.boundaries[-1]
+    at, s = at[inside], spread.s.reshape(-1, m)[inside]
+    mm_per_x0 = np.diff(med.boundaries) / np.diff(med.x0_boundaries)
+    layer = np.searchsorted(med.boundaries, at[:, 0], side="right") - 1
+    t = np.interp(at[:, 0], med.boundaries, med.x0_boundaries)
+    t_mean = math.exp(profile_moments(e[:1], med, p.longitudinal)[0][0])
+    young = t <= t_mean
+    assert young.mean() > 0.3
+    np.testing.assert_array_equal(s[young], at[young])  # the young shower stays compact
+    s, at, t, layer = s[~young], at[~young], t[~young], layer[~young]
+    assert (s < med.boundaries[-1]).all()  # none pushed out of the back: leakage is the profile's
+    u = (s - at) / (0.5 * (t - t_mean) * mm_per_x0[layer])[:, None] + 0.5
+    assert u.min() >= -1e-3 and u.max() <= 1 + 1e-3
+    near = at + 0.25 * ((t - t_mean) * mm_per_x0[layer])[:, None] >= med.boundaries[-1]
+    assert near.any(1).mean() < 0.1  # ... whose offsets turn forwards: the rest is plain uniform
+    u = u[~near.any(1)]
+    assert np.quantile(u, [0.25, 0.5, 0.75]) == pytest.approx([0.25, 0.5, 0.75], abs=0.02)
+    # each spot its own offset: the spots of one depth no longer cross a face together
+    assert (np.ptp(s, axis=1) > 0).all()
+    with pytest.raises(ConfigError, match="depth_spread"):
+        replace(p.deposit, depth_spread=2.0)
+
+
+def test_spread_spots_light_the_back_layer_less_in_clumps():
+    """The back layer of a 10 GeV e+ sees a few dozen spots: arriving m at a time, its hit
+    count spreads far more from shower to shower than independent arrivals give."""
+    p = default_params("e+")
+    base, spread = (replace(p, em=replace(p.em, deposit=replace(p.em.deposit, depth_spread=x))) for x in (0.0, 0.5))
+    g = preset("calogan")
+    back = g.layer_slice(2)
+    e = np.full(2000, 10.0)
+    hits = [(simulate(g, "e+", e, seed=5, params=p).cells[:, back] > 0).sum(1) for p in (base, spread)]
+    clumps = [h.var() / h.mean() for h in hits]
+    assert clumps[1] < 0.8 * clumps[0]
+    assert hits[1].mean() == pytest.approx(hits[0].mean(), rel=0.1)  # about as many hits on average
+
+
 def test_quanta_keep_the_energy_on_average():
     hp = Halo(energy_mev=0.7, energy_sigma=0.8, merge=1.0)
     mean_q = 0.7 * math.exp(0.32)
@@ -576,9 +638,20 @@ def test_params_round_trip_and_validation(tmp_path):
     del d["em"]["sampling"]["grain_age"]
     path.write_text(json.dumps(d))
     assert load_params(path).em.sampling.grain_age == 0.0
-    d["version"] = 6
+    # a version-5 file: a depth's spots all at its depth
+    d = json.loads(json.dumps(p.to_dict()))
+    d["version"] = 5
+    del d["em"]["deposit"]["depth_spread"]
     path.write_text(json.dumps(d))
-    with pytest.raises(ConfigError, match="version 6, this calogan reads versions 1 to 5"):
+    assert load_params(path).em.deposit.depth_spread == 0.0
+    d["version"] = 6
+    d["em"]["deposit"]["depth_spread"] = -0.5
+    path.write_text(json.dumps(d))
+    with pytest.raises(ConfigError, match=r"g\.json: em\.deposit: .*depth_spread"):
+        load_params(path)
+    d["version"] = 7
+    path.write_text(json.dumps(d))
+    with pytest.raises(ConfigError, match="version 7, this calogan reads versions 1 to 6"):
         load_params(path)
     assert default_params("e-").particle == "e-" and default_params("pi-").hadronic == default_params("pi+").hadronic
 

@@ -544,6 +544,7 @@ _CELL_START = {
     "deposit.late_stretch": 2.2,
     "deposit.wander": 0.35,
     "deposit.weight_shape": 4.5,
+    "deposit.depth_spread": 0.5,
     "deposit.spots_per_gev": 28.3,  # 200 depths at 50 GeV ...
     "deposit.lateral": 8,  # ... of 8 spots each
     "halo.per_gev": 14.5,
@@ -577,6 +578,7 @@ _CELL_BOUNDS = {
     "deposit.late_stretch": (1.0, 10.0),
     "deposit.wander": (0.0, 5.0),
     "deposit.weight_shape": (0.3, 20.0),
+    "deposit.depth_spread": (0.0, 1.5),
     "halo.per_gev": (0.0, 600.0),  # here: the number of quanta of a 50 GeV shower (see _fit_cells)
     "halo.exponent": (0.2, 1.5),
     "halo.flight_x0": (0.3, 20.0),

@@ -30,12 +30,13 @@ __all__ = [
 ]
 
 PARAMS_FORMAT = "calogan-simulate-params"
-PARAMS_VERSION = 5
+PARAMS_VERSION = 6
 # Keys each version added, by section: a file of an older version reads with their defaults,
 # which leave out what they model (version 2: the soft photons and quanta, light tail, early
 # and late spots, the energy dependence of the pion model; version 3: a core radius growing
 # as a power of the shower's age, pi0s of later generations; version 4: a tail even in the
-# youngest shower; version 5: active deposits in larger grains as the shower ages), so it gives
+# youngest shower; version 5: active deposits in larger grains as the shower ages; version 6:
+# the spots of a depth spread along the axis), so it gives
 # the showers it gave before, but for the active convention's sampling (``deposit.sampled_share``).
 _ADDED_IN = {
     2: {
@@ -47,6 +48,7 @@ _ADDED_IN = {
     3: {"em.radial": {"core_power"}, "hadronic": {"em_late"}},
     4: {"em.radial": {"core_max"}},
     5: {"em.sampling": {"grain_age"}},
+    6: {"em.deposit": {"depth_spread"}},
 }
 
 # Particles the simulator knows and the shipped parameter file each one uses. Electrons and
@@ -209,8 +211,11 @@ class Deposit:
     ``late_spots`` of the depths come from the profile compressed by ``early_squeeze`` and
     stretched by ``late_stretch``, weighted by the ratio of the densities (``em.em_spots``;
     ``Radial.outer_spots`` does the same outwards). The shower's axis wanders by
-    ``wander`` / sqrt(E/GeV) mm per sqrt(X0) before and after the maximum. ``lateral = 1``,
-    zero shares and ``wander`` leave these out.
+    ``wander`` / sqrt(E/GeV) mm per sqrt(X0) before and after the maximum. Past the
+    shower's mean maximum T the spots of a depth t spread along the axis, each at
+    t + ``depth_spread`` (U - 1/2) (t - T) with its own uniform U, so that they cross a
+    layer's face independently. ``lateral = 1``, zero shares,
+    ``wander`` and ``depth_spread`` leave these out.
     """
 
     loss_mean: float = 0.007
@@ -228,6 +233,7 @@ class Deposit:
     lateral: int = 1
     wander: float = 0.0
     weight_shape: float = 1.0
+    depth_spread: float = 0.0
 
     def __post_init__(self) -> None:
         _require(
@@ -245,6 +251,7 @@ class Deposit:
             lateral=self.lateral >= 1,
             wander=self.wander >= 0,
             weight_shape=self.weight_shape > 0,
+            depth_spread=0 <= self.depth_spread < 2,
         )
 
 
