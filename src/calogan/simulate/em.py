@@ -360,13 +360,14 @@ def em_spots(
         # at t + ``depth_spread`` (U - 1/2) max(t - T, 0), each its own U, T the mean depth
         # of the maximum. The young shower stays compact (spread from t = 0 instead, deeper
         # and so wider spots reached layer 0 and widened its strip profile 5-10 mm from the
-        # axis by 6 %). The offset goes to mm at the depth's own layer's mm per X0. No spot
-        # of a depth inside is pushed out of the back face: what leaks is the profile's tail
-        # (below), and spots pushed out added a leakage noise Geant4 does not have (the
-        # resolution above 60 GeV came out 20-26 % too wide); their offsets turn forwards.
-        z_axis = s * tracks.cos_theta[idx] if tracks.tilted else s
-        mm_per_x0 = (np.diff(media.boundaries) / np.diff(media.x0_boundaries)).astype(f32)
-        step = mm_per_x0[layer_of(z_axis, media.boundaries)]
+        # axis by 6 %). The offset goes to mm at the radiation length (mm) of the depth's
+        # layer. No spot of a depth inside is pushed out of the back face: what leaks is the
+        # profile's tail (below), and spots pushed out added a leakage noise Geant4 does not
+        # have (the resolution above 60 GeV came out 20-26 % too wide); their offsets turn
+        # forwards.
+        cos_t = tracks.cos_theta[idx] if tracks.tilted else None
+        z_axis = s * cos_t if tracks.tilted else s
+        step = media.x0.astype(f32)[layer_of(z_axis, media.boundaries)]
         step *= np.maximum(depth - each(t_mean), f32(0.0))
         step *= f32(dp.depth_spread)
         along = rng.random((d, m), dtype=f32)
@@ -374,7 +375,7 @@ def em_spots(
         along *= step[:, None]
         room = f32(media.boundaries[-1]) - z_axis  # mm to the back face (along z)
         if tracks.tilted:
-            room /= tracks.cos_theta[idx].astype(f32)
+            room /= cos_t.astype(f32)
         np.negative(along, out=along, where=along >= room[:, None])
         along += s[:, None]
         s = along.reshape(-1)
