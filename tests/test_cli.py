@@ -76,3 +76,29 @@ def test_split_and_select_commands(tmp_path, toy_geometry, capsys):
     assert len(read_showers(out)) == 30 - len(e)
     assert main(["select", str(src), "--energy", "6:4", "-o", str(tmp_path / "x.h5")]) == 2
     assert "--energy needs 0 <= LO < HI" in capsys.readouterr().err
+
+
+def test_an_error_raised_while_an_interruption_unwinds_reports_the_interruption(monkeypatch, capsys, tmp_path):
+    """Ctrl-C during a checkpoint write: torch's zip writer, cut short, fails again as it closes
+    ("unexpected pos 64 vs 0"). The run was stopped, not broken: 130 and no 'internal error'."""
+    import signal
+
+    import calogan.cli.info
+    from calogan.runtime import Interrupted
+
+    def cut_short(args):
+        try:
+            raise Interrupted(signal.SIGINT)
+        finally:
+            raise RuntimeError("unexpected pos 64 vs 0")
+
+    def broken(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(calogan.cli.info, "run", cut_short)
+    assert main(["info", str(tmp_path / "x.h5")]) == 130
+    err = capsys.readouterr().err
+    assert "calogan info: stopped by SIGINT" in err and "internal error" not in err
+    monkeypatch.setattr(calogan.cli.info, "run", broken)  # an error with no interruption behind it stays a bug
+    assert main(["info", str(tmp_path / "x.h5")]) == 1
+    assert "internal error: RuntimeError: a bug" in capsys.readouterr().err

@@ -95,7 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     debug = bool(os.environ.get("CALOGAN_DEBUG"))
     with stop_on_signals() as signals:
         try:
-            status = int(args.func(args) or 0)
+            try:
+                status = int(args.func(args) or 0)
+            except Exception as err:
+                # an error raised while an interruption unwound is its consequence (torch's
+                # checkpoint writer, cut short by Ctrl-C, fails as it closes): the run was stopped
+                interruption = _interruption(err)
+                if interruption is None:
+                    raise
+                raise interruption from err
             sys.stdout.flush()  # a reader gone away shows here (BrokenPipeError), not in the interpreter's last flush
             return status
         except KeyboardInterrupt as err:
@@ -125,6 +133,17 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 1
+
+
+def _interruption(err: BaseException | None) -> KeyboardInterrupt | None:
+    """The interruption that ``err`` was raised while handling, if any (along its chain of contexts)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return err
+        seen.add(id(err))
+        err = err.__context__
+    return None
 
 
 def _os_message(err: OSError) -> str:
