@@ -243,6 +243,45 @@ def test_spread_spots_light_the_back_layer_less_in_clumps():
     assert hits[1].mean() == pytest.approx(hits[0].mean(), rel=0.1)  # about as many hits on average
 
 
+def test_a_small_showers_floor_depths_start_early():
+    """``min_spots`` lifts a 2 GeV e+ from ~29 depths to 60; with ``floor_early`` the depths it
+    adds come from the compressed (young) profile, weighted so that the mean profile stays:
+    more, lighter spots in the first layer, the same energy per layer. A shower above the
+    floor is left exactly as it was."""
+    from calogan.simulate.em import em_spots
+
+    g = preset("calogan")
+    med = media(g)
+    p = default_params("e+").em
+    n = 600
+
+    def spots(e_gev, floor):
+        em = replace(p, deposit=replace(p.deposit, min_spots=60, floor_early=floor))
+        e = np.full(n, e_gev)
+        return em_spots(np.random.default_rng(8), e, e * 1000.0, np.zeros(n), np.arange(n), Tracks.make(n), med, em, active=False)[0]
+
+    big = [spots(50.0, f) for f in (0.0, 1.0)]  # 19 * 50^0.6 ~ 200 depths: above the floor
+    for name in ("s", "u", "v", "energy"):
+        np.testing.assert_array_equal(getattr(big[0], name), getattr(big[1], name))
+    plain, early = spots(2.0, 0.0), spots(2.0, 1.0)
+    assert len(plain) == len(early) == n * 60 * p.deposit.lateral
+
+    def per_layer(sp):
+        layer = np.searchsorted(med.boundaries, sp.s, side="right") - 1
+        count = np.stack([np.bincount(sp.shower[layer == i], minlength=n) for i in range(3)], 1)
+        energy = np.stack([np.bincount(sp.shower[layer == i], weights=sp.energy[layer == i], minlength=n) for i in range(3)], 1)
+        return count, energy
+
+    (c0, e0), (c1, e1) = per_layer(plain), per_layer(early)
+    assert c1[:, 0].mean() > 1.2 * c0[:, 0].mean()  # more spots in layer 0 (1.30x) ...
+    assert c1[:, 2].mean() < c0[:, 2].mean()  # ... fewer in the back layer
+    for i in range(2):  # ... and the same energy in each layer, within 4 standard errors
+        d = e1[:, i].mean() - e0[:, i].mean()
+        assert abs(d) < 4 * math.hypot(e0[:, i].std(), e1[:, i].std()) / math.sqrt(n)
+    with pytest.raises(ConfigError, match="floor_early"):
+        replace(p.deposit, floor_early=1.5)
+
+
 def test_quanta_keep_the_energy_on_average():
     hp = Halo(energy_mev=0.7, energy_sigma=0.8, merge=1.0)
     mean_q = 0.7 * math.exp(0.32)
@@ -649,9 +688,15 @@ def test_params_round_trip_and_validation(tmp_path):
     path.write_text(json.dumps(d))
     with pytest.raises(ConfigError, match=r"g\.json: em\.deposit: .*depth_spread"):
         load_params(path)
-    d["version"] = 7
+    # a version-6 file: a small shower's extra depths drawn as the others
+    d = json.loads(json.dumps(p.to_dict()))
+    d["version"] = 6
+    del d["em"]["deposit"]["floor_early"]
     path.write_text(json.dumps(d))
-    with pytest.raises(ConfigError, match="version 7, this calogan reads versions 1 to 6"):
+    assert load_params(path).em.deposit.floor_early == 0.0
+    d["version"] = 8
+    path.write_text(json.dumps(d))
+    with pytest.raises(ConfigError, match="version 8, this calogan reads versions 1 to 7"):
         load_params(path)
     assert default_params("e-").particle == "e-" and default_params("pi-").hadronic == default_params("pi+").hadronic
 

@@ -225,29 +225,39 @@ def em_spots(
     # depth after the start: a Gamma(alpha) variate over beta = (alpha - 1) / T
     gam = rng.standard_gamma(each(alpha), dtype=f32)  # (D,) in units of 1/beta
     weights = None
-    if dp.early_spots > 0 or dp.late_spots > 0:
+    # shares of the depths drawn from the compressed and the stretched profile: scalars, or
+    # per shower (n,) where the depths that ``min_spots`` adds to a small shower go to the
+    # compressed one (``floor_early``)
+    q_early, q_late = dp.early_spots, dp.late_spots
+    if dp.floor_early > 0:
+        base = np.clip(np.round(dp.spots_per_gev * np.power(e_gev, dp.spots_exponent)), 1, dp.max_spots)
+        floor = dp.floor_early * np.maximum(counts - base, 0.0) / counts
+        if floor.any():
+            q_early, q_late = floor + (1.0 - floor) * q_early, (1.0 - floor) * q_late
+    if np.any(q_early) or dp.late_spots > 0:
         # Light early and late spots: shares q_e, q_l of the depths are drawn from profiles
         # compressed by c (rate c beta) and stretched by s (rate beta/s), and every depth is
         # weighted by f/g, g = (1 - q_e - q_l) f + q_e f_c + q_l f_s the density it came
         # from: the same mean profile, with more, lighter spots at the start and the end of
         # the shower, where Geant4 spreads its energy over many small deposits.
         # f_c/f = c^alpha exp(-(c - 1) x), f_s/f = s^-alpha exp((1 - 1/s) x), x = beta t.
+        per_shower = np.ndim(q_early) > 0
         pick = rng.random(d, dtype=f32)
         gam *= np.where(
-            pick < f32(dp.early_spots),
+            pick < (each(q_early) if per_shower else f32(q_early)),
             f32(1.0 / dp.early_squeeze),
-            np.where(pick >= f32(1.0 - dp.late_spots), f32(dp.late_stretch), f32(1.0)),
+            np.where(pick >= (each(1.0 - q_late) if per_shower else f32(1.0 - q_late)), f32(dp.late_stretch), f32(1.0)),
         )
-        ratio = f32(1.0 - dp.early_spots - dp.late_spots)
-        if dp.early_spots > 0:
+        ratio = each(1.0 - q_early - q_late) if per_shower else f32(1.0 - q_early - q_late)
+        if np.any(q_early):
             e_part = gam * f32(1.0 - dp.early_squeeze)
             np.exp(e_part, out=e_part)
-            e_part *= each(dp.early_spots * np.power(dp.early_squeeze, alpha))
+            e_part *= each(q_early * np.power(dp.early_squeeze, alpha))
             ratio = ratio + e_part
         if dp.late_spots > 0:
             l_part = np.minimum(gam * f32(1.0 - 1.0 / dp.late_stretch), f32(80.0))
             np.exp(l_part, out=l_part)
-            l_part *= each(dp.late_spots * np.power(dp.late_stretch, -alpha))
+            l_part *= each(q_late * np.power(dp.late_stretch, -alpha))
             ratio = ratio + l_part
         weights = np.reciprocal(ratio)
     depth = gam * each(t_max / (alpha - 1.0))

@@ -30,13 +30,14 @@ __all__ = [
 ]
 
 PARAMS_FORMAT = "calogan-simulate-params"
-PARAMS_VERSION = 6
+PARAMS_VERSION = 7
 # Keys each version added, by section: a file of an older version reads with their defaults,
 # which leave out what they model (version 2: the soft photons and quanta, light tail, early
 # and late spots, the energy dependence of the pion model; version 3: a core radius growing
 # as a power of the shower's age, pi0s of later generations; version 4: a tail even in the
 # youngest shower; version 5: active deposits in larger grains as the shower ages; version 6:
-# the spots of a depth spread along the axis), so it gives
+# the spots of a depth spread along the axis; version 7: a small shower's extra depths
+# start early), so it gives
 # the showers it gave before, but for the active convention's sampling (``deposit.sampled_share``).
 _ADDED_IN = {
     2: {
@@ -49,6 +50,7 @@ _ADDED_IN = {
     4: {"em.radial": {"core_max"}},
     5: {"em.sampling": {"grain_age"}},
     6: {"em.deposit": {"depth_spread"}},
+    7: {"em.deposit": {"floor_early"}},
 }
 
 # Particles the simulator knows and the shipped parameter file each one uses. Electrons and
@@ -214,8 +216,12 @@ class Deposit:
     ``wander`` / sqrt(E/GeV) mm per sqrt(X0) before and after the maximum. Past the
     shower's mean maximum T the spots of a depth t spread along the axis, each at
     t + ``depth_spread`` (U - 1/2) (t - T) with its own uniform U, so that they cross a
-    layer's face independently. ``lateral = 1``, zero shares,
-    ``wander`` and ``depth_spread`` leave these out.
+    layer's face independently. A share ``floor_early`` of the depths that ``min_spots``
+    adds to a small shower comes from the compressed profile (weighted as the early ones):
+    the floor is there for the hit cells of the young shower, whose energy is spread over
+    many small deposits, while the tail already has the depths the shower's energy gives.
+    ``lateral = 1``, zero shares, ``wander``, ``depth_spread`` and ``floor_early`` leave
+    these out.
     """
 
     loss_mean: float = 0.007
@@ -234,6 +240,7 @@ class Deposit:
     wander: float = 0.0
     weight_shape: float = 1.0
     depth_spread: float = 0.0
+    floor_early: float = 0.0
 
     def __post_init__(self) -> None:
         _require(
@@ -252,6 +259,7 @@ class Deposit:
             wander=self.wander >= 0,
             weight_shape=self.weight_shape > 0,
             depth_spread=0 <= self.depth_spread < 2,
+            floor_early=0 <= self.floor_early <= 1,
         )
 
 
