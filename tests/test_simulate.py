@@ -659,41 +659,23 @@ def test_params_round_trip_and_validation(tmp_path):
     path.write_text(json.dumps(d))
     with pytest.raises(ConfigError, match=r"em.radial: missing key\(s\) outer_spots"):
         load_params(path)
-    # a version-2 file: the core radius grows linearly with the age, as in GFlash
-    d = json.loads(json.dumps(p.to_dict()))
-    d["version"] = 2
-    del d["em"]["radial"]["core_power"]
-    path.write_text(json.dumps(d))
-    assert load_params(path).em.radial.core_power == 1.0
-    # a version-3 file: GFlash's core probability, capped at 1
-    d = json.loads(json.dumps(p.to_dict()))
-    d["version"] = 3
-    del d["em"]["radial"]["core_max"]
-    path.write_text(json.dumps(d))
-    assert load_params(path).em.radial.core_max == 1.0
-    # a version-4 file: the active grains the same at every age
-    d = json.loads(json.dumps(p.to_dict()))
-    d["version"] = 4
-    del d["em"]["sampling"]["grain_age"]
-    path.write_text(json.dumps(d))
-    assert load_params(path).em.sampling.grain_age == 0.0
-    # a version-5 file: a depth's spots all at its depth
-    d = json.loads(json.dumps(p.to_dict()))
-    d["version"] = 5
-    del d["em"]["deposit"]["depth_spread"]
-    path.write_text(json.dumps(d))
-    assert load_params(path).em.deposit.depth_spread == 0.0
-    d["version"] = 6
+    # a file of version v without the key version v + 1 added reads it at the value that leaves it out
+    for version, section, key, default in (
+        (2, "radial", "core_power", 1.0),  # the core radius grows linearly with the age, as in GFlash
+        (3, "radial", "core_max", 1.0),  # GFlash's core probability, capped at 1
+        (4, "sampling", "grain_age", 0.0),  # the active grains the same at every age
+        (5, "deposit", "depth_spread", 0.0),  # a depth's spots all at its depth
+        (6, "deposit", "floor_early", 0.0),  # a small shower's extra depths drawn as the others
+    ):
+        d = json.loads(json.dumps(p.to_dict()))
+        d["version"] = version
+        del d["em"][section][key]
+        path.write_text(json.dumps(d))
+        assert getattr(getattr(load_params(path).em, section), key) == default, key
     d["em"]["deposit"]["depth_spread"] = -0.5
     path.write_text(json.dumps(d))
     with pytest.raises(ConfigError, match=r"g\.json: em\.deposit: .*depth_spread"):
         load_params(path)
-    # a version-6 file: a small shower's extra depths drawn as the others
-    d = json.loads(json.dumps(p.to_dict()))
-    d["version"] = 6
-    del d["em"]["deposit"]["floor_early"]
-    path.write_text(json.dumps(d))
-    assert load_params(path).em.deposit.floor_early == 0.0
     d["version"] = 8
     path.write_text(json.dumps(d))
     with pytest.raises(ConfigError, match="version 8, this calogan reads versions 1 to 7"):

@@ -145,10 +145,11 @@ def ehat_shape(tau: np.ndarray, sp: Sampling) -> np.ndarray:
     return 1.0 + sp.ehat_boost * np.exp(-np.asarray(tau) / sp.ehat_tau)
 
 
-def n_spots(e_gev: np.ndarray, dp: Deposit) -> np.ndarray:
-    """(n,) number of spots of showers of energy e_gev (n,)."""
+def n_spots(e_gev: np.ndarray, dp: Deposit, floor: bool = True) -> np.ndarray:
+    """(n,) number of spots of showers of energy e_gev (n,); ``floor=False``: the shower's own,
+    without the ``min_spots`` floor (at least 1)."""
     n = np.round(dp.spots_per_gev * np.power(np.asarray(e_gev, dtype=np.float64), dp.spots_exponent))
-    return np.clip(n, dp.min_spots, dp.max_spots).astype(np.int64)
+    return np.clip(n, dp.min_spots if floor else 1, dp.max_spots).astype(np.int64)
 
 
 def deposited_energy(rng: np.random.Generator, e_gev: np.ndarray, dp: Deposit) -> np.ndarray:
@@ -230,8 +231,7 @@ def em_spots(
     # compressed one (``floor_early``)
     q_early, q_late = dp.early_spots, dp.late_spots
     if dp.floor_early > 0:
-        base = np.clip(np.round(dp.spots_per_gev * np.power(e_gev, dp.spots_exponent)), 1, dp.max_spots)
-        floor = dp.floor_early * np.maximum(counts - base, 0.0) / counts
+        floor = dp.floor_early * (counts - n_spots(e_gev, dp, floor=False)) / counts
         if floor.any():
             q_early, q_late = floor + (1.0 - floor) * q_early, (1.0 - floor) * q_late
     if np.any(q_early) or dp.late_spots > 0:
@@ -241,14 +241,14 @@ def em_spots(
         # from: the same mean profile, with more, lighter spots at the start and the end of
         # the shower, where Geant4 spreads its energy over many small deposits.
         # f_c/f = c^alpha exp(-(c - 1) x), f_s/f = s^-alpha exp((1 - 1/s) x), x = beta t.
-        per_shower = np.ndim(q_early) > 0
+        share = each if np.ndim(q_early) else f32  # (D,) from per-shower shares, else a scalar
         pick = rng.random(d, dtype=f32)
         gam *= np.where(
-            pick < (each(q_early) if per_shower else f32(q_early)),
+            pick < share(q_early),
             f32(1.0 / dp.early_squeeze),
-            np.where(pick >= (each(1.0 - q_late) if per_shower else f32(1.0 - q_late)), f32(dp.late_stretch), f32(1.0)),
+            np.where(pick >= share(1.0 - q_late), f32(dp.late_stretch), f32(1.0)),
         )
-        ratio = each(1.0 - q_early - q_late) if per_shower else f32(1.0 - q_early - q_late)
+        ratio = share(1.0 - q_early - q_late)
         if np.any(q_early):
             e_part = gam * f32(1.0 - dp.early_squeeze)
             np.exp(e_part, out=e_part)
